@@ -1,0 +1,198 @@
+//! `netblame flows FILE`: per-connection analysis of a capture file.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use netblame_capture::{CaptureReader, FileStats};
+use netblame_correlate::{Analysis, Analyzer, AnalyzerConfig, Flow, Protocol};
+use netblame_export::{Cell, TableFormat};
+use serde_json::{json, Map, Value};
+
+use crate::fmt::{bytes, duration, opt_duration};
+use crate::FlowsArgs;
+
+/// Reads a capture file through the analyzer. Warns on stderr when the file was cut short.
+pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis, FileStats)> {
+    let mut reader = CaptureReader::open(path)?;
+    let mut analyzer = Analyzer::new(config);
+    while let Some(p) = reader.next_packet()? {
+        analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
+    }
+    let stats = reader.stats().clone();
+    if let Some(offset) = stats.truncated_at {
+        eprintln!(
+            "netblame: warning: {}: the file ends inside a record at byte offset {offset} (was the capture killed?); \
+             analysed the {} complete records before it",
+            path.display(),
+            stats.records
+        );
+    }
+    Ok((analyzer.finish(), stats))
+}
+
+pub fn run(args: &FlowsArgs) -> Result<()> {
+    let tables = args.csv.is_some() || args.parquet.is_some();
+    let (analysis, stats) = analyze_capture(
+        &args.file,
+        AnalyzerConfig {
+            keep_packets: tables,
+        },
+    )?;
+    for (dir, format) in [
+        (&args.csv, TableFormat::Csv),
+        (&args.parquet, TableFormat::Parquet),
+    ] {
+        if let Some(dir) = dir {
+            write_tables(dir, &analysis, format)?;
+        }
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        let doc = json!({
+            "file": args.file.display().to_string(),
+            "capture": quality_json(&analysis, &stats),
+            "flows": netblame_export::flow_records(&analysis).iter().map(record_json).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+    } else {
+        print_table(&mut out, &args.file, &analysis, &stats)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_tables(dir: &Path, analysis: &Analysis, format: TableFormat) -> Result<()> {
+    let mut flows = netblame_export::flows_frame(analysis)?;
+    netblame_export::write_table(dir, "flows", &mut flows, format)?;
+    let mut packets = netblame_export::packets_frame(analysis)?;
+    netblame_export::write_table(dir, "packets", &mut packets, format)
+        .with_context(|| format!("writing tables into {}", dir.display()))?;
+    Ok(())
+}
+
+fn record_json(record: &netblame_export::Record) -> Value {
+    let mut m = Map::new();
+    for (name, cell) in record {
+        let v = match cell {
+            Cell::U64(v) => json!(v),
+            Cell::I64(v) => json!(v),
+            Cell::Str(s) => json!(s),
+            Cell::Bool(b) => json!(b),
+        };
+        m.insert((*name).to_string(), v);
+    }
+    Value::Object(m)
+}
+
+fn quality_json(a: &Analysis, s: &FileStats) -> Value {
+    let q = &a.quality;
+    json!({
+        "frames": q.frames,
+        "tcp_packets": q.tcp_packets,
+        "udp_packets": q.udp_packets,
+        "other_ip": q.other_ip,
+        "non_ip": q.non_ip,
+        "truncated": q.truncated,
+        "undecodable": q.undecodable,
+        "capture_duplicates": q.capture_duplicates,
+        "sliced_records": s.sliced_records,
+        "kernel_drops": s.kernel_drops,
+        "file_truncated_at": s.truncated_at,
+    })
+}
+
+fn print_table(out: &mut impl Write, file: &Path, a: &Analysis, s: &FileStats) -> io::Result<()> {
+    let tcp = a
+        .flows
+        .iter()
+        .filter(|f| f.protocol == Protocol::Tcp)
+        .count();
+    let udp = a.flows.len() - tcp;
+    writeln!(
+        out,
+        "{}: {} TCP connections, {} UDP flows",
+        file.display(),
+        tcp,
+        udp
+    )?;
+    if !a.flows.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:>4}  {:<3}  {:<47}  {:>9}  {:>15}  {:>19}  {:>9}  {:>7}  {:>5}  {:>5}  {:>8}  {:>17}",
+            "id", "", "a <-> b", "duration", "packets a>b/b>a", "bytes a>b/b>a", "rexmit", "ooo", "gaps", "zwin", "hs rtt", "rtt p50/p99"
+        )?;
+        for f in &a.flows {
+            print_flow(out, f)?;
+        }
+    }
+    writeln!(out)?;
+    let q = &a.quality;
+    let drops = match s.kernel_drops {
+        Some(n) => format!("{n} dropped by the kernel"),
+        None => "kernel drops not recorded in this file format".to_string(),
+    };
+    writeln!(
+        out,
+        "capture: {} frames ({} TCP, {} UDP); {} not IP, {} other IP, {} cut before the transport header, \
+         {} undecodable, {} capture duplicates; {}{}",
+        q.frames,
+        q.tcp_packets,
+        q.udp_packets,
+        q.non_ip,
+        q.other_ip,
+        q.truncated,
+        q.undecodable,
+        q.capture_duplicates,
+        drops,
+        if s.truncated_at.is_some() { "; file cut short" } else { "" },
+    )
+}
+
+fn print_flow(out: &mut impl Write, f: &Flow) -> io::Result<()> {
+    let [a, b] = &f.dirs;
+    let pair = format!("{} <-> {}", f.endpoints[0], f.endpoints[1]);
+    let rexmit = a.stats.retransmitted_packets + b.stats.retransmitted_packets;
+    let ooo = a.stats.out_of_order_packets + b.stats.out_of_order_packets;
+    let gaps = a.stats.gaps + b.stats.gaps;
+    let zwin = a.stats.zero_window_packets + b.stats.zero_window_packets;
+    let mut samples = a.rtt_samples_ns.clone();
+    samples.extend_from_slice(&b.rtt_samples_ns);
+    let rtt = if samples.is_empty() {
+        "-".to_string()
+    } else {
+        format!(
+            "{}/{}",
+            opt_duration(netblame_correlate::flows::quantile(&samples, 0.5)),
+            opt_duration(netblame_correlate::flows::quantile(&samples, 0.99))
+        )
+    };
+    let unaligned = if f.protocol == Protocol::Tcp && !(a.aligned() && b.aligned()) {
+        "*"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "{:>4}  {:<3}  {:<47}  {:>9}  {:>15}  {:>19}  {:>9}  {:>7}  {:>5}  {:>5}  {:>8}  {:>17}",
+        format!("{}{}", f.id, unaligned),
+        f.protocol.as_str(),
+        pair,
+        duration(f.last_ts_ns - f.first_ts_ns),
+        format!("{}/{}", a.stats.packets, b.stats.packets),
+        format!(
+            "{}/{}",
+            bytes(a.stats.payload_bytes),
+            bytes(b.stats.payload_bytes)
+        ),
+        rexmit,
+        ooo,
+        gaps,
+        zwin,
+        opt_duration(f.handshake_rtt_ns),
+        rtt,
+    )
+}

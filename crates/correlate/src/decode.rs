@@ -1,0 +1,367 @@
+//! Frame decoding: link layer, IP and TCP/UDP headers into a checked [`Segment`].
+//!
+//! Captures are usually header-only (a small snaplen), so payload lengths come from the IP
+//! header, never from the captured length. TSO/GSO super-segments larger than the MSS are normal;
+//! an IPv4 total length of 0 (TSO) or an IPv6 jumbogram falls back to the frame's wire length.
+
+use std::error::Error;
+use std::fmt;
+use std::net::IpAddr;
+
+use etherparse::{
+    EtherType, LaxNetSlice, LaxSlicedPacket, LenSource, TcpOptionElement, TransportSlice,
+};
+
+use crate::seq::SeqNumber;
+
+/// LINKTYPE_* values this decoder understands.
+pub mod link_type {
+    /// BSD loopback: a 4-byte address family in host byte order.
+    pub const NULL: u16 = 0;
+    /// Ethernet (with 802.1Q and 802.1ad VLAN tags).
+    pub const ETHERNET: u16 = 1;
+    /// Raw IP (LINKTYPE_RAW).
+    pub const RAW: u16 = 101;
+    /// OpenBSD loopback: a 4-byte address family in network byte order.
+    pub const LOOP: u16 = 108;
+    /// Linux cooked capture v1 (`tcpdump -i any`, older libpcap).
+    pub const LINUX_SLL: u16 = 113;
+    /// Raw IPv4.
+    pub const IPV4: u16 = 228;
+    /// Raw IPv6.
+    pub const IPV6: u16 = 229;
+    /// Linux cooked capture v2 (`tcpdump -i any` with libpcap ≥ 1.10).
+    pub const LINUX_SLL2: u16 = 276;
+    /// DLT_RAW as numbered on some BSDs.
+    pub const RAW_BSD12: u16 = 12;
+    /// DLT_RAW as numbered on OpenBSD.
+    pub const RAW_BSD14: u16 = 14;
+}
+
+/// TCP flag bits as in the header.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// Which way a frame went, when the link layer says (Linux cooked captures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkDirection {
+    /// Not recorded by the link layer.
+    Unknown,
+    /// Received by this host.
+    Incoming,
+    /// Sent by this host.
+    Outgoing,
+}
+
+/// What the TCP header says, reduced to what the analysis needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub seq: SeqNumber,
+    pub ack: SeqNumber,
+    /// Flag bits, see [`tcp_flags`].
+    pub flags: u8,
+    /// Raw (unscaled) window field.
+    pub window: u16,
+    /// MSS option, if present.
+    pub mss: Option<u16>,
+    /// Window scale option (shift count), if present.
+    pub window_scale: Option<u8>,
+    /// SACK-permitted option present.
+    pub sack_permitted: bool,
+    /// Number of SACK blocks carried.
+    pub sack_blocks: u8,
+    /// Highest right edge of the SACK blocks carried, if any.
+    pub sack_right_edge: Option<SeqNumber>,
+}
+
+impl TcpHeader {
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// The transport header of a decoded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp(TcpHeader),
+    Udp,
+}
+
+/// One decoded TCP or UDP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IPv4 identification field (None for IPv6).
+    pub ip_id: Option<u16>,
+    /// Transport payload length from the IP header.
+    pub payload_len: u32,
+    pub transport: Transport,
+    pub link_direction: LinkDirection,
+}
+
+/// Why a frame was not decoded into a TCP or UDP segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The capture's link type is not one netblame reads.
+    UnsupportedLinkType(u16),
+    /// The frame is not IP (ARP, LLDP, ...).
+    NotIp,
+    /// IP, but neither TCP nor UDP (ICMP, ...).
+    NotTcpOrUdp(u8),
+    /// A non-first IP fragment: no transport header.
+    Fragment,
+    /// The capture cut the frame before the end of the transport header.
+    Truncated(&'static str),
+    /// A header is malformed.
+    Malformed(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::UnsupportedLinkType(t) => write!(f, "unsupported link type {t}"),
+            DecodeError::NotIp => f.write_str("not an IP packet"),
+            DecodeError::NotTcpOrUdp(p) => write!(f, "IP protocol {p} is neither TCP nor UDP"),
+            DecodeError::Fragment => f.write_str("IP fragment without transport header"),
+            DecodeError::Truncated(layer) => write!(f, "{layer} header cut by the snaplen"),
+            DecodeError::Malformed(what) => write!(f, "malformed packet: {what}"),
+        }
+    }
+}
+
+impl Error for DecodeError {}
+
+impl DecodeError {
+    /// True when the frame is well-formed traffic that is simply not TCP/UDP over IP.
+    pub fn is_other_traffic(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::NotIp | DecodeError::NotTcpOrUdp(_) | DecodeError::Fragment
+        )
+    }
+}
+
+fn family_to_ether_type(family: u32) -> Option<EtherType> {
+    match family {
+        2 => Some(EtherType::IPV4),
+        // AF_INET6 differs by OS: BSD 24, FreeBSD 28, macOS 30, Linux 10.
+        10 | 24 | 28 | 30 => Some(EtherType::IPV6),
+        _ => None,
+    }
+}
+
+/// Decodes one captured frame. `orig_len` is the frame's length on the wire.
+pub fn decode_frame(link: u16, data: &[u8], orig_len: u32) -> Result<Segment, DecodeError> {
+    let mut direction = LinkDirection::Unknown;
+    let (sliced, link_header_len) = match link {
+        link_type::ETHERNET => {
+            let p = LaxSlicedPacket::from_ethernet(data)
+                .map_err(|_| DecodeError::Truncated("ethernet"))?;
+            let len = p
+                .ether_payload()
+                .map_or(data.len(), |e| data.len() - e.payload.len());
+            (p, len)
+        }
+        link_type::LINUX_SLL => {
+            if data.len() < 16 {
+                return Err(DecodeError::Truncated("linux cooked"));
+            }
+            direction = sll_direction(u16::from_be_bytes([data[0], data[1]]));
+            let proto = u16::from_be_bytes([data[14], data[15]]);
+            (
+                LaxSlicedPacket::from_ether_type(EtherType(proto), &data[16..]),
+                16,
+            )
+        }
+        link_type::LINUX_SLL2 => {
+            if data.len() < 20 {
+                return Err(DecodeError::Truncated("linux cooked v2"));
+            }
+            direction = sll_direction(u16::from(data[10]));
+            let proto = u16::from_be_bytes([data[0], data[1]]);
+            (
+                LaxSlicedPacket::from_ether_type(EtherType(proto), &data[20..]),
+                20,
+            )
+        }
+        link_type::NULL | link_type::LOOP => {
+            if data.len() < 4 {
+                return Err(DecodeError::Truncated("loopback"));
+            }
+            let raw = [data[0], data[1], data[2], data[3]];
+            let family = if link == link_type::LOOP {
+                u32::from_be_bytes(raw)
+            } else {
+                // Host byte order of the capturing machine: accept either.
+                let le = u32::from_le_bytes(raw);
+                if le < 0x1_0000 {
+                    le
+                } else {
+                    u32::from_be_bytes(raw)
+                }
+            };
+            let et = family_to_ether_type(family).ok_or(DecodeError::NotIp)?;
+            (LaxSlicedPacket::from_ether_type(et, &data[4..]), 4)
+        }
+        link_type::RAW
+        | link_type::RAW_BSD12
+        | link_type::RAW_BSD14
+        | link_type::IPV4
+        | link_type::IPV6 => {
+            let p = LaxSlicedPacket::from_ip(data).map_err(|e| match e {
+                etherparse::err::ip::LaxHeaderSliceError::Len(_) => DecodeError::Truncated("IP"),
+                other => DecodeError::Malformed(other.to_string()),
+            })?;
+            (p, 0)
+        }
+        other => return Err(DecodeError::UnsupportedLinkType(other)),
+    };
+    segment_from(
+        sliced,
+        direction,
+        orig_len.saturating_sub(link_header_len as u32),
+    )
+}
+
+fn sll_direction(packet_type: u16) -> LinkDirection {
+    match packet_type {
+        0..=3 => LinkDirection::Incoming,
+        4 => LinkDirection::Outgoing,
+        _ => LinkDirection::Unknown,
+    }
+}
+
+fn segment_from(
+    p: LaxSlicedPacket<'_>,
+    link_direction: LinkDirection,
+    wire_ip_len: u32,
+) -> Result<Segment, DecodeError> {
+    let (src, dst, ip_id, ip_payload, ip_header_len) = match &p.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                Some(h.identification()),
+                v4.payload(),
+                u32::from(h.ihl()) * 4,
+            )
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            let ext_len = v6.extensions().slice().len() as u32;
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                None,
+                v6.payload(),
+                40 + ext_len,
+            )
+        }
+        Some(LaxNetSlice::Arp(_)) => return Err(DecodeError::NotIp),
+        None => {
+            return Err(match &p.stop_err {
+                Some((etherparse::err::packet::SliceError::Len(_), _)) => {
+                    DecodeError::Truncated("IP")
+                }
+                Some((e, _)) => DecodeError::Malformed(e.to_string()),
+                _ => DecodeError::NotIp,
+            })
+        }
+    };
+    if ip_payload.fragmented && p.transport.is_none() {
+        return Err(DecodeError::Fragment);
+    }
+    // Length of the transport segment: from the IP header, or the wire when the header says 0.
+    let segment_len = match ip_payload.len_source {
+        LenSource::Slice => wire_ip_len.saturating_sub(ip_header_len),
+        _ => {
+            let from_header = match &p.net {
+                Some(LaxNetSlice::Ipv4(v4)) => {
+                    u32::from(v4.header().total_len()).saturating_sub(ip_header_len)
+                }
+                Some(LaxNetSlice::Ipv6(v6)) => {
+                    let ext_len = v6.extensions().slice().len() as u32;
+                    u32::from(v6.header().payload_length()).saturating_sub(ext_len)
+                }
+                _ => 0,
+            };
+            from_header
+        }
+    };
+    match p.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            let header_len = u32::from(tcp.data_offset()) * 4;
+            let mut h = TcpHeader {
+                seq: SeqNumber(tcp.sequence_number()),
+                ack: SeqNumber(tcp.acknowledgment_number()),
+                flags: tcp.slice()[13],
+                window: tcp.window_size(),
+                mss: None,
+                window_scale: None,
+                sack_permitted: false,
+                sack_blocks: 0,
+                sack_right_edge: None,
+            };
+            for opt in tcp.options_iterator() {
+                match opt {
+                    Ok(TcpOptionElement::MaximumSegmentSize(m)) => h.mss = Some(m),
+                    Ok(TcpOptionElement::WindowScale(s)) => h.window_scale = Some(s.min(14)),
+                    Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
+                        h.sack_permitted = true
+                    }
+                    Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => {
+                        let blocks = std::iter::once(first).chain(rest.into_iter().flatten());
+                        for (_, right) in blocks {
+                            h.sack_blocks += 1;
+                            let right = SeqNumber(right);
+                            if h.sack_right_edge.is_none_or(|r| right.is_after(r)) {
+                                h.sack_right_edge = Some(right);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            Ok(Segment {
+                src,
+                dst,
+                src_port: tcp.source_port(),
+                dst_port: tcp.destination_port(),
+                ip_id,
+                payload_len: segment_len.saturating_sub(header_len),
+                transport: Transport::Tcp(h),
+                link_direction,
+            })
+        }
+        Some(TransportSlice::Udp(udp)) => Ok(Segment {
+            src,
+            dst,
+            src_port: udp.source_port(),
+            dst_port: udp.destination_port(),
+            ip_id,
+            payload_len: segment_len.saturating_sub(8),
+            transport: Transport::Udp,
+            link_direction,
+        }),
+        Some(_) => Err(DecodeError::NotTcpOrUdp(ip_payload.ip_number.0)),
+        None => match ip_payload.ip_number.0 {
+            6 => Err(DecodeError::Truncated("TCP")),
+            17 => Err(DecodeError::Truncated("UDP")),
+            n => Err(DecodeError::NotTcpOrUdp(n)),
+        },
+    }
+}

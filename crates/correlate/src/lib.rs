@@ -1,0 +1,21 @@
+//! netblame's analysis, free of I/O: decoding captured frames into checked TCP/UDP segments,
+//! following every connection's byte stream to classify each segment (new, retransmitted,
+//! out of order, probe, ...), and keeping per byte range the capture times the timing model
+//! (`docs/timing-model.md`) needs, so that joining socket events to packets is a lookup. Packets
+//! come from any source: a capture file, a live capture, or bytes built in a test.
+
+pub mod decode;
+pub mod flows;
+pub mod seq;
+pub mod timeline;
+
+pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
+pub use flows::{
+    Analysis, Analyzer, AnalyzerConfig, CaptureQuality, Direction, DirectionStats, Endpoint, Flow,
+    PacketClass, PacketRecord, Protocol,
+};
+pub use seq::{SeqNumber, SeqUnwrapper};
+pub use timeline::{ByteTimeline, Span, TxOutcome};
+
+#[cfg(test)]
+mod tests;

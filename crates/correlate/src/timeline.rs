@@ -1,0 +1,292 @@
+//! The byte timeline of one TCP direction: for every range of sequence space, when it was first
+//! captured, how many captured segments carried it, and when the transmission the receiver
+//! accepted was captured (`t_delivered` in the timing model).
+//!
+//! Positions are unwrapped sequence numbers (see [`crate::seq::SeqUnwrapper`]): the SYN occupies
+//! position 0 when it was captured, stream byte `k` position `k + 1`, and a FIN one position after
+//! the last byte, as in tcptrace, so that a retransmitted SYN or FIN is a retransmission too.
+
+/// A range of positions `[start, end)` that every captured transmission covered whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+    /// Capture time of the first segment that carried this range.
+    pub first_sent_ns: i64,
+    /// Capture time of the last segment carrying it before the first ACK that covered it.
+    pub delivered_ns: i64,
+    /// How many captured segments carried it.
+    pub transmissions: u32,
+}
+
+/// What one transmission found in the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxOutcome {
+    /// Positions of the segment that an earlier segment had already carried.
+    pub seen_before: i64,
+    /// Of those, positions that the receiver had already acknowledged.
+    pub acked_before: i64,
+    /// No position was seen before, yet the segment lies before data already seen: it fills a
+    /// hole (reordering, or the first transmission was not captured).
+    pub fills_hole: bool,
+}
+
+/// Spans sorted by position, never overlapping, plus the receiver's cumulative ACK.
+#[derive(Debug, Clone, Default)]
+pub struct ByteTimeline {
+    spans: Vec<Span>,
+    acked: Option<i64>,
+}
+
+impl ByteTimeline {
+    /// The spans, sorted by position.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// The highest cumulative ACK position received, if any ACK was.
+    pub fn acked(&self) -> Option<i64> {
+        self.acked
+    }
+
+    /// One past the highest position captured.
+    pub fn front(&self) -> Option<i64> {
+        self.spans.last().map(|s| s.end)
+    }
+
+    /// Index of the first span ending after `pos`.
+    fn first_ending_after(&self, pos: i64) -> usize {
+        self.spans.partition_point(|s| s.end <= pos)
+    }
+
+    /// The span containing `pos`, if any.
+    pub fn span_at(&self, pos: i64) -> Option<&Span> {
+        self.spans
+            .get(self.first_ending_after(pos))
+            .filter(|s| s.start <= pos)
+    }
+
+    /// True when some captured segment carried `pos`.
+    pub fn contains(&self, pos: i64) -> bool {
+        self.span_at(pos).is_some()
+    }
+
+    /// Splits the span containing `pos` so that a span starts exactly at `pos`.
+    fn split_at(&mut self, pos: i64) {
+        let i = self.first_ending_after(pos);
+        if let Some(s) = self.spans.get_mut(i) {
+            if s.start < pos {
+                let mut tail = *s;
+                s.end = pos;
+                tail.start = pos;
+                self.spans.insert(i + 1, tail);
+            }
+        }
+    }
+
+    /// Records a captured segment carrying positions `[start, end)` at time `ts_ns`.
+    pub fn transmit(&mut self, start: i64, end: i64, ts_ns: i64) -> TxOutcome {
+        if end <= start {
+            return TxOutcome::default();
+        }
+        let fresh = Span {
+            start,
+            end,
+            first_sent_ns: ts_ns,
+            delivered_ns: ts_ns,
+            transmissions: 1,
+        };
+        // Expected case: new data at the front of the stream.
+        if self.front().is_none_or(|f| start >= f) {
+            self.spans.push(fresh);
+            return TxOutcome::default();
+        }
+        let acked = self.acked.unwrap_or(i64::MIN);
+        self.split_at(start);
+        self.split_at(end);
+        if start < acked && acked < end {
+            self.split_at(acked);
+        }
+        let mut out = TxOutcome::default();
+        let mut holes: Vec<(usize, Span)> = Vec::new();
+        let mut pos = start;
+        let mut i = self.first_ending_after(start);
+        while pos < end {
+            match self.spans.get_mut(i) {
+                Some(s) if s.start <= pos => {
+                    let len = s.end - s.start;
+                    out.seen_before += len;
+                    s.transmissions += 1;
+                    if s.end <= acked {
+                        out.acked_before += len;
+                    } else {
+                        s.delivered_ns = ts_ns;
+                    }
+                    pos = s.end;
+                    i += 1;
+                }
+                next => {
+                    let hole_end = next.map_or(end, |s| s.start.min(end));
+                    holes.push((
+                        i,
+                        Span {
+                            start: pos,
+                            end: hole_end,
+                            ..fresh
+                        },
+                    ));
+                    pos = hole_end;
+                }
+            }
+        }
+        for (at, span) in holes.into_iter().rev() {
+            self.spans.insert(at, span);
+        }
+        out.fills_hole = out.seen_before == 0;
+        out
+    }
+
+    /// Records a cumulative ACK for position `ack` (everything before it was received) at
+    /// `ts_ns`. Returns an RTT sample by Karn's rule when the ACK advances over a range that was
+    /// transmitted exactly once.
+    pub fn ack(&mut self, ack: i64, ts_ns: i64) -> Option<i64> {
+        if self.acked.is_some_and(|a| ack <= a) {
+            return None;
+        }
+        self.acked = Some(ack);
+        let last = self.span_at(ack - 1)?;
+        (last.transmissions == 1 && ts_ns >= last.first_sent_ns).then(|| ts_ns - last.first_sent_ns)
+    }
+
+    /// Holes between captured ranges, and ACKed positions beyond the last captured one: data
+    /// that was sent but never captured. Returns (number of holes, positions missing).
+    pub fn gaps(&self) -> (u64, i64) {
+        let mut count = 0;
+        let mut missing = 0;
+        for w in self.spans.windows(2) {
+            if w[1].start > w[0].end {
+                count += 1;
+                missing += w[1].start - w[0].end;
+            }
+        }
+        if let (Some(front), Some(acked)) = (self.front(), self.acked) {
+            if acked > front {
+                count += 1;
+                missing += acked - front;
+            }
+        }
+        (count, missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(t: &ByteTimeline) -> Vec<(i64, i64, i64, i64, u32)> {
+        t.spans()
+            .iter()
+            .map(|s| {
+                (
+                    s.start,
+                    s.end,
+                    s.first_sent_ns,
+                    s.delivered_ns,
+                    s.transmissions,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_appends() {
+        let mut t = ByteTimeline::default();
+        assert_eq!(t.transmit(1, 101, 10), TxOutcome::default());
+        assert_eq!(t.transmit(101, 201, 20), TxOutcome::default());
+        assert_eq!(spans(&t), vec![(1, 101, 10, 10, 1), (101, 201, 20, 20, 1)]);
+    }
+
+    #[test]
+    fn full_retransmission_updates_delivery() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 101, 10);
+        let o = t.transmit(1, 101, 50);
+        assert_eq!(
+            (o.seen_before, o.acked_before, o.fills_hole),
+            (100, 0, false)
+        );
+        assert_eq!(spans(&t), vec![(1, 101, 10, 50, 2)]);
+    }
+
+    #[test]
+    fn retransmission_after_ack_is_spurious_and_keeps_delivery() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 101, 10);
+        assert_eq!(t.ack(101, 15), Some(5));
+        let o = t.transmit(1, 101, 50);
+        assert_eq!((o.seen_before, o.acked_before), (100, 100));
+        assert_eq!(spans(&t), vec![(1, 101, 10, 10, 2)]);
+    }
+
+    #[test]
+    fn partial_ack_splits_delivery_per_byte() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 201, 10);
+        t.ack(101, 15);
+        let o = t.transmit(1, 201, 40);
+        assert_eq!((o.seen_before, o.acked_before), (200, 100));
+        assert_eq!(spans(&t), vec![(1, 101, 10, 10, 2), (101, 201, 10, 40, 2)]);
+    }
+
+    #[test]
+    fn hole_fill_is_out_of_order() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 101, 10);
+        t.transmit(201, 301, 20);
+        let o = t.transmit(101, 201, 30);
+        assert!(o.fills_hole);
+        assert_eq!(o.seen_before, 0);
+        assert_eq!(t.gaps(), (0, 0));
+        assert_eq!(t.spans().len(), 3);
+    }
+
+    #[test]
+    fn overlapping_retransmission_covers_hole_and_old_bytes() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 101, 10);
+        t.transmit(201, 301, 20);
+        // collapsed retransmission of [51, 251): 50 old + 100 new + 50 old
+        let o = t.transmit(51, 251, 30);
+        assert_eq!((o.seen_before, o.fills_hole), (100, false));
+        assert_eq!(
+            spans(&t),
+            vec![
+                (1, 51, 10, 10, 1),
+                (51, 101, 10, 30, 2),
+                (101, 201, 30, 30, 1),
+                (201, 251, 20, 30, 2),
+                (251, 301, 20, 20, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn karn_rule_skips_retransmitted_ranges() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 101, 10);
+        t.transmit(1, 101, 20);
+        assert_eq!(t.ack(101, 30), None);
+        t.transmit(101, 201, 40);
+        assert_eq!(t.ack(201, 45), Some(5));
+        assert_eq!(t.ack(201, 50), None, "duplicate ACK gives no sample");
+    }
+
+    #[test]
+    fn gaps_count_holes_and_acked_but_unseen() {
+        let mut t = ByteTimeline::default();
+        t.transmit(1, 101, 10);
+        t.transmit(201, 301, 20);
+        t.ack(401, 30);
+        assert_eq!(t.gaps(), (2, 200));
+    }
+}

@@ -1,0 +1,409 @@
+//! Tables of netblame's results for notebooks: each table is a polars `DataFrame`, written as
+//! CSV or Parquet with plain column types (integers, floats, strings, booleans) so that pandas
+//! and polars load them with no options. This is the only crate that depends on polars; the
+//! columns are documented in `docs/tables.md`.
+
+use std::error::Error;
+use std::fmt;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use netblame_correlate::{Analysis, Direction, Flow, PacketRecord};
+use polars::prelude::*;
+
+/// One value of a row-oriented record (small tables, JSON output).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    U64(u64),
+    I64(Option<i64>),
+    Str(String),
+    Bool(bool),
+}
+
+/// A row: column names and values, in column order.
+pub type Record = Vec<(&'static str, Cell)>;
+
+/// One row per flow and direction (see docs/tables.md, `flows`).
+pub fn flow_records(analysis: &Analysis) -> Vec<Record> {
+    let mut rows = Vec::with_capacity(analysis.flows.len() * 2);
+    for flow in &analysis.flows {
+        for d in 0..2 {
+            rows.push(flow_record(flow, d));
+        }
+    }
+    rows
+}
+
+fn flow_record(flow: &Flow, d: usize) -> Record {
+    let dir: &Direction = &flow.dirs[d];
+    let (src, dst) = (flow.endpoints[d], flow.endpoints[1 - d]);
+    let s = &dir.stats;
+    let u = Cell::U64;
+    vec![
+        ("flow_id", u(u64::from(flow.id))),
+        ("proto", Cell::Str(flow.protocol.as_str().into())),
+        (
+            "direction",
+            Cell::Str(if d == 0 { "a->b" } else { "b->a" }.into()),
+        ),
+        ("src_addr", Cell::Str(src.addr.to_string())),
+        ("src_port", u(u64::from(src.port))),
+        ("dst_addr", Cell::Str(dst.addr.to_string())),
+        ("dst_port", u(u64::from(dst.port))),
+        ("aligned", Cell::Bool(dir.aligned())),
+        ("first_ts_ns", Cell::I64(dir.first_ts_ns)),
+        ("last_ts_ns", Cell::I64(dir.last_ts_ns)),
+        ("packets", u(s.packets)),
+        ("data_packets", u(s.data_packets)),
+        ("payload_bytes", u(s.payload_bytes)),
+        ("unique_bytes", u(s.unique_bytes)),
+        ("retransmitted_packets", u(s.retransmitted_packets)),
+        ("retransmitted_bytes", u(s.retransmitted_bytes)),
+        ("spurious_retransmissions", u(s.spurious_retransmissions)),
+        ("out_of_order_packets", u(s.out_of_order_packets)),
+        ("gaps", u(s.gaps)),
+        ("gap_bytes", u(s.gap_bytes)),
+        ("zero_window_packets", u(s.zero_window_packets)),
+        ("zero_window_probes", u(s.zero_window_probes)),
+        ("keep_alives", u(s.keep_alives)),
+        ("duplicate_acks", u(s.duplicate_acks)),
+        ("sack_packets", u(s.sack_packets)),
+        ("syn_packets", u(s.syn_packets)),
+        ("fin_packets", u(s.fin_packets)),
+        ("rst_packets", u(s.rst_packets)),
+        ("capture_duplicates", u(s.capture_duplicates)),
+        ("handshake_rtt_ns", Cell::I64(flow.handshake_rtt_ns)),
+        ("rtt_samples", u(dir.rtt_samples_ns.len() as u64)),
+        ("rtt_p50_ns", Cell::I64(dir.rtt_quantile_ns(0.5))),
+        ("rtt_p99_ns", Cell::I64(dir.rtt_quantile_ns(0.99))),
+    ]
+}
+
+/// Builds a DataFrame from records that all have the same columns.
+pub fn records_to_frame(
+    records: &[Record],
+    empty_schema: &[(&'static str, Cell)],
+) -> Result<DataFrame, ExportError> {
+    let template = records.first().map_or(empty_schema, |r| r.as_slice());
+    let mut columns = Vec::with_capacity(template.len());
+    for (i, (name, kind)) in template.iter().enumerate() {
+        let name: PlSmallStr = (*name).into();
+        let col = match kind {
+            Cell::U64(_) => Column::new(
+                name,
+                records
+                    .iter()
+                    .map(|r| cell_u64(&r[i].1))
+                    .collect::<Vec<u64>>(),
+            ),
+            Cell::I64(_) => Column::new(
+                name,
+                records
+                    .iter()
+                    .map(|r| cell_i64(&r[i].1))
+                    .collect::<Vec<Option<i64>>>(),
+            ),
+            Cell::Bool(_) => Column::new(
+                name,
+                records
+                    .iter()
+                    .map(|r| r[i].1 == Cell::Bool(true))
+                    .collect::<Vec<bool>>(),
+            ),
+            Cell::Str(_) => Column::new(
+                name,
+                records
+                    .iter()
+                    .map(|r| {
+                        if let Cell::Str(s) = &r[i].1 {
+                            s.as_str()
+                        } else {
+                            ""
+                        }
+                    })
+                    .collect::<Vec<&str>>(),
+            ),
+        };
+        columns.push(col);
+    }
+    DataFrame::new(records.len(), columns).map_err(|e| ExportError::Frame {
+        table: "records",
+        source: e,
+    })
+}
+
+fn cell_u64(c: &Cell) -> u64 {
+    if let Cell::U64(v) = c {
+        *v
+    } else {
+        0
+    }
+}
+
+fn cell_i64(c: &Cell) -> Option<i64> {
+    if let Cell::I64(v) = c {
+        *v
+    } else {
+        None
+    }
+}
+
+/// The `flows` table.
+pub fn flows_frame(analysis: &Analysis) -> Result<DataFrame, ExportError> {
+    let empty = flow_record(&empty_flow(), 0);
+    records_to_frame(&flow_records(analysis), &empty)
+}
+
+fn empty_flow() -> Flow {
+    let ep = netblame_correlate::Endpoint {
+        addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        port: 0,
+    };
+    Flow {
+        id: 0,
+        protocol: netblame_correlate::Protocol::Tcp,
+        endpoints: [ep, ep],
+        dirs: Default::default(),
+        first_ts_ns: 0,
+        last_ts_ns: 0,
+        syn_ts_ns: None,
+        syn_ack_ts_ns: None,
+        handshake_rtt_ns: None,
+    }
+}
+
+/// tcpdump-style flag letters: S F R P U E W and `.` for ACK.
+pub fn flag_string(flags: u8) -> String {
+    const LETTERS: [(u8, char); 8] = [
+        (0x02, 'S'),
+        (0x01, 'F'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+        (0x10, '.'),
+    ];
+    LETTERS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// The `packets` table: one row per TCP/UDP packet, built column by column.
+pub fn packets_frame(analysis: &Analysis) -> Result<DataFrame, ExportError> {
+    let p: &[PacketRecord] = &analysis.packets;
+    let flow = |r: &PacketRecord| &analysis.flows[r.flow_id as usize - 1];
+    let ep = |r: &PacketRecord, sender: bool| {
+        let d = usize::from(r.dir);
+        flow(r).endpoints[if sender { d } else { 1 - d }]
+    };
+    let addr_strings: Vec<[String; 2]> = analysis
+        .flows
+        .iter()
+        .map(|f| {
+            [
+                f.endpoints[0].addr.to_string(),
+                f.endpoints[1].addr.to_string(),
+            ]
+        })
+        .collect();
+    let addr = |r: &PacketRecord, sender: bool| {
+        let d = usize::from(r.dir);
+        addr_strings[r.flow_id as usize - 1][if sender { d } else { 1 - d }].as_str()
+    };
+    let columns = vec![
+        Column::new(
+            "ts_ns".into(),
+            p.iter().map(|r| r.ts_ns).collect::<Vec<i64>>(),
+        ),
+        Column::new(
+            "flow_id".into(),
+            p.iter().map(|r| r.flow_id).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "proto".into(),
+            p.iter()
+                .map(|r| flow(r).protocol.as_str())
+                .collect::<Vec<&str>>(),
+        ),
+        Column::new(
+            "direction".into(),
+            p.iter()
+                .map(|r| if r.dir == 0 { "a->b" } else { "b->a" })
+                .collect::<Vec<&str>>(),
+        ),
+        Column::new(
+            "src_addr".into(),
+            p.iter().map(|r| addr(r, true)).collect::<Vec<&str>>(),
+        ),
+        Column::new(
+            "src_port".into(),
+            p.iter()
+                .map(|r| u32::from(ep(r, true).port))
+                .collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "dst_addr".into(),
+            p.iter().map(|r| addr(r, false)).collect::<Vec<&str>>(),
+        ),
+        Column::new(
+            "dst_port".into(),
+            p.iter()
+                .map(|r| u32::from(ep(r, false).port))
+                .collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "rel_seq".into(),
+            p.iter().map(|r| r.rel_seq).collect::<Vec<i64>>(),
+        ),
+        Column::new(
+            "rel_ack".into(),
+            p.iter().map(|r| r.rel_ack).collect::<Vec<Option<i64>>>(),
+        ),
+        Column::new(
+            "payload_len".into(),
+            p.iter().map(|r| r.payload_len).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "flags".into(),
+            p.iter()
+                .map(|r| flag_string(r.flags))
+                .collect::<Vec<String>>(),
+        ),
+        Column::new(
+            "window".into(),
+            p.iter().map(|r| r.window).collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "class".into(),
+            p.iter().map(|r| r.class.as_str()).collect::<Vec<&str>>(),
+        ),
+    ];
+    DataFrame::new(p.len(), columns).map_err(|e| ExportError::Frame {
+        table: "packets",
+        source: e,
+    })
+}
+
+/// Output format of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Csv,
+    Parquet,
+}
+
+impl TableFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            TableFormat::Csv => "csv",
+            TableFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// Why a table could not be written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The output directory or file could not be created.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// polars refused to build the table.
+    Frame {
+        table: &'static str,
+        source: PolarsError,
+    },
+    /// polars failed to write the file.
+    Write { path: PathBuf, source: PolarsError },
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExportError::Io { path, .. } => write!(f, "cannot write {}", path.display()),
+            ExportError::Frame { table, .. } => write!(f, "cannot build the {table} table"),
+            ExportError::Write { path, .. } => write!(f, "cannot write table {}", path.display()),
+        }
+    }
+}
+
+impl Error for ExportError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            ExportError::Io { source, .. } => Some(source),
+            ExportError::Frame { source, .. } | ExportError::Write { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Writes `frame` as `dir/name.csv` or `dir/name.parquet`, creating `dir`. Returns the path.
+pub fn write_table(
+    dir: &Path,
+    name: &str,
+    frame: &mut DataFrame,
+    format: TableFormat,
+) -> Result<PathBuf, ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let path = dir.join(format!("{name}.{}", format.extension()));
+    let file = File::create(&path).map_err(|source| ExportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let result = match format {
+        TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
+            .include_header(true)
+            .finish(frame),
+        TableFormat::Parquet => ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(frame)
+            .map(|_| ()),
+    };
+    result.map_err(|source| ExportError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_analysis_still_has_every_column() {
+        let a = Analysis::default();
+        let flows = flows_frame(&a).unwrap();
+        assert_eq!(flows.height(), 0);
+        assert!(flows
+            .get_column_names()
+            .iter()
+            .any(|c| c.as_str() == "rtt_p99_ns"));
+        assert_eq!(packets_frame(&a).unwrap().width(), 14);
+    }
+
+    #[test]
+    fn flag_letters() {
+        assert_eq!(flag_string(0x12), "S.");
+        assert_eq!(flag_string(0x19), "FP.");
+    }
+
+    #[test]
+    fn writes_csv_and_parquet() {
+        let dir = std::env::temp_dir().join(format!("netblame-export-{}", std::process::id()));
+        let mut f = flows_frame(&Analysis::default()).unwrap();
+        let csv = write_table(&dir, "flows", &mut f, TableFormat::Csv).unwrap();
+        let header = std::fs::read_to_string(&csv).unwrap();
+        assert!(header.starts_with("flow_id,proto,direction,src_addr"));
+        let pq = write_table(&dir, "flows", &mut f, TableFormat::Parquet).unwrap();
+        assert!(std::fs::read(&pq).unwrap().starts_with(b"PAR1"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
