@@ -9,7 +9,10 @@ fn pcap_bytes(packets: &[(i64, &[u8], u32)]) -> Vec<u8> {
     w.into_inner().unwrap()
 }
 
-fn read_all(bytes: Vec<u8>) -> Result<(Vec<(i64, Vec<u8>, u32)>, FileStats), ReadError> {
+/// (timestamp, captured bytes, wire length) of each packet read.
+type Packets = Vec<(i64, Vec<u8>, u32)>;
+
+fn read_all(bytes: Vec<u8>) -> Result<(Packets, FileStats), ReadError> {
     let mut r = CaptureReader::new(Cursor::new(bytes), "test.pcap")?;
     let mut out = Vec::new();
     while let Some(p) = r.next_packet()? {

@@ -3,6 +3,8 @@
 //! A thin binary over the library crates: argument parsing, terminal output and exit codes
 //! (0 success, 1 the input could not be analysed, 2 usage errors).
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

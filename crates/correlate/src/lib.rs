@@ -4,6 +4,8 @@
 //! (`docs/timing-model.md`) needs, so that joining socket events to packets is a lookup. Packets
 //! come from any source: a capture file, a live capture, or bytes built in a test.
 
+#![deny(unsafe_code)]
+
 pub mod decode;
 pub mod flows;
 pub mod seq;

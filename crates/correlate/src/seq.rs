@@ -14,7 +14,7 @@ impl SeqNumber {
     }
 
     /// `self + n`, wrapping at 2^32.
-    pub fn add(self, n: u32) -> SeqNumber {
+    pub fn wrapping_add(self, n: u32) -> SeqNumber {
         SeqNumber(self.0.wrapping_add(n))
     }
 
@@ -54,7 +54,7 @@ impl SeqUnwrapper {
 
     /// The 64-bit position of `seq`, without moving the front.
     pub fn position(&self, seq: SeqNumber) -> i64 {
-        let front_seq = self.base.add(self.front as u32);
+        let front_seq = self.base.wrapping_add(self.front as u32);
         self.front + seq.since(front_seq) as i64
     }
 
@@ -93,7 +93,7 @@ mod tests {
         assert_eq!(u.unwrap(SeqNumber(u32::MAX - 99)), 1);
         assert_eq!(u.unwrap(SeqNumber(50)), 151);
         u.advance_to(151 + 3_000_000_000);
-        let far = SeqNumber(u32::MAX - 100).add((151u64 + 3_000_000_000) as u32);
+        let far = SeqNumber(u32::MAX - 100).wrapping_add((151u64 + 3_000_000_000) as u32);
         assert_eq!(u.position(far), 151 + 3_000_000_000);
         // numbers map to the position nearest the front (within 2^31 of it)
         assert_eq!(u.position(SeqNumber(50)), 151 + (1i64 << 32));

@@ -3,6 +3,8 @@
 //! and polars load them with no options. This is the only crate that depends on polars; the
 //! columns are documented in `docs/tables.md`.
 
+#![deny(unsafe_code)]
+
 use std::error::Error;
 use std::fmt;
 use std::fs::File;

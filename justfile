@@ -1,0 +1,38 @@
+# netblame task recipes. `just test` is what CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List recipes.
+default:
+    @just --list
+
+# Debug build of every crate.
+build:
+    cargo build --workspace
+
+# Release build of the binary.
+release:
+    cargo build --release -p netblame-cli
+
+# Lints: formatting and clippy with warnings as errors.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI checks: lints, Rust tests, end-to-end tests (root-only ones need root).
+test: lint
+    cargo test --workspace
+    cargo build --workspace
+    python3 -m pytest -q tests
+
+# Regenerate the committed fixtures from fresh testbed captures (root; needs tcpdump, nft, tcptrace).
+fixtures:
+    python3 tests/testbed/make_fixtures.py
+
+# Benchmark `netblame flows` against tcpdump (libpcap's read floor), tcptrace and tshark.
+bench-flows *ARGS: release
+    python3 bench/bench_flows.py {{ARGS}}
+
+# Install netblame into ~/.cargo/bin.
+install:
+    cargo install --path crates/cli
