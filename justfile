@@ -30,7 +30,9 @@ fixtures:
     python3 tests/testbed/make_fixtures.py
 
 # Benchmark `netblame flows` against tcpdump (libpcap's read floor), tcptrace and tshark.
+# Needs root (the capture is made in a network namespace) and tcpdump, tcptrace and tshark.
 bench-flows *ARGS: release
+    command -v tshark >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q tshark
     python3 bench/bench_flows.py {{ARGS}}
 
 # Install netblame into ~/.cargo/bin.

@@ -8,9 +8,7 @@ use std::error::Error;
 use std::fmt;
 use std::net::IpAddr;
 
-use etherparse::{
-    EtherType, LaxNetSlice, LaxSlicedPacket, LenSource, TcpOptionElement, TransportSlice,
-};
+use etherparse::{EtherType, LaxIpSlice, LenSource, TcpOptionElement, TcpSlice, UdpHeaderSlice};
 
 use crate::seq::SeqNumber;
 
@@ -165,36 +163,39 @@ fn family_to_ether_type(family: u32) -> Option<EtherType> {
 /// Decodes one captured frame. `orig_len` is the frame's length on the wire.
 pub fn decode_frame(link: u16, data: &[u8], orig_len: u32) -> Result<Segment, DecodeError> {
     let mut direction = LinkDirection::Unknown;
-    let (sliced, link_header_len) = match link {
+    let (ether_type, offset) = match link {
         link_type::ETHERNET => {
-            let p = LaxSlicedPacket::from_ethernet(data)
-                .map_err(|_| DecodeError::Truncated("ethernet"))?;
-            let len = p
-                .ether_payload()
-                .map_or(data.len(), |e| data.len() - e.payload.len());
-            (p, len)
+            if data.len() < 14 {
+                return Err(DecodeError::Truncated("ethernet"));
+            }
+            let mut et = u16::from_be_bytes([data[12], data[13]]);
+            let mut off = 14;
+            // 802.1Q, 802.1ad (QinQ) and the old 0x9100 tag, up to three deep.
+            for _ in 0..3 {
+                if !matches!(et, 0x8100 | 0x88a8 | 0x9100) {
+                    break;
+                }
+                if data.len() < off + 4 {
+                    return Err(DecodeError::Truncated("VLAN"));
+                }
+                et = u16::from_be_bytes([data[off + 2], data[off + 3]]);
+                off += 4;
+            }
+            (et, off)
         }
         link_type::LINUX_SLL => {
             if data.len() < 16 {
                 return Err(DecodeError::Truncated("linux cooked"));
             }
             direction = sll_direction(u16::from_be_bytes([data[0], data[1]]));
-            let proto = u16::from_be_bytes([data[14], data[15]]);
-            (
-                LaxSlicedPacket::from_ether_type(EtherType(proto), &data[16..]),
-                16,
-            )
+            (u16::from_be_bytes([data[14], data[15]]), 16)
         }
         link_type::LINUX_SLL2 => {
             if data.len() < 20 {
                 return Err(DecodeError::Truncated("linux cooked v2"));
             }
             direction = sll_direction(u16::from(data[10]));
-            let proto = u16::from_be_bytes([data[0], data[1]]);
-            (
-                LaxSlicedPacket::from_ether_type(EtherType(proto), &data[20..]),
-                20,
-            )
+            (u16::from_be_bytes([data[0], data[1]]), 20)
         }
         link_type::NULL | link_type::LOOP => {
             if data.len() < 4 {
@@ -212,26 +213,31 @@ pub fn decode_frame(link: u16, data: &[u8], orig_len: u32) -> Result<Segment, De
                     u32::from_be_bytes(raw)
                 }
             };
-            let et = family_to_ether_type(family).ok_or(DecodeError::NotIp)?;
-            (LaxSlicedPacket::from_ether_type(et, &data[4..]), 4)
+            (family_to_ether_type(family).ok_or(DecodeError::NotIp)?.0, 4)
         }
         link_type::RAW
         | link_type::RAW_BSD12
         | link_type::RAW_BSD14
         | link_type::IPV4
-        | link_type::IPV6 => {
-            let p = LaxSlicedPacket::from_ip(data).map_err(|e| match e {
-                etherparse::err::ip::LaxHeaderSliceError::Len(_) => DecodeError::Truncated("IP"),
-                other => DecodeError::Malformed(other.to_string()),
-            })?;
-            (p, 0)
-        }
+        | link_type::IPV6 => match data.first().map(|b| b >> 4) {
+            Some(4) => (EtherType::IPV4.0, 0),
+            Some(6) => (EtherType::IPV6.0, 0),
+            Some(_) => {
+                return Err(DecodeError::Malformed(
+                    "raw IP with an unknown version".into(),
+                ))
+            }
+            None => return Err(DecodeError::Truncated("IP")),
+        },
         other => return Err(DecodeError::UnsupportedLinkType(other)),
     };
-    segment_from(
-        sliced,
+    if ether_type != EtherType::IPV4.0 && ether_type != EtherType::IPV6.0 {
+        return Err(DecodeError::NotIp);
+    }
+    decode_ip(
+        &data[offset..],
         direction,
-        orig_len.saturating_sub(link_header_len as u32),
+        orig_len.saturating_sub(offset as u32),
     )
 }
 
@@ -243,66 +249,59 @@ fn sll_direction(packet_type: u16) -> LinkDirection {
     }
 }
 
-fn segment_from(
-    p: LaxSlicedPacket<'_>,
+/// Decodes an IP packet (and its TCP or UDP header); `wire_ip_len` is its length on the wire.
+fn decode_ip(
+    bytes: &[u8],
     link_direction: LinkDirection,
     wire_ip_len: u32,
 ) -> Result<Segment, DecodeError> {
-    let (src, dst, ip_id, ip_payload, ip_header_len) = match &p.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
+    use etherparse::err::ip::LaxHeaderSliceError;
+    let (ip, _) = LaxIpSlice::from_slice(bytes).map_err(|e| match e {
+        LaxHeaderSliceError::Len(_) => DecodeError::Truncated("IP"),
+        LaxHeaderSliceError::Content(c) => DecodeError::Malformed(c.to_string()),
+    })?;
+    let (src, dst, ip_id, ip_header_len, from_header) = match &ip {
+        LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
+            let hl = u32::from(h.ihl()) * 4;
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
                 Some(h.identification()),
-                v4.payload(),
-                u32::from(h.ihl()) * 4,
+                hl,
+                u32::from(h.total_len()).saturating_sub(hl),
             )
         }
-        Some(LaxNetSlice::Ipv6(v6)) => {
+        LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
             let ext_len = v6.extensions().slice().len() as u32;
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
                 None,
-                v6.payload(),
                 40 + ext_len,
+                u32::from(h.payload_length()).saturating_sub(ext_len),
             )
         }
-        Some(LaxNetSlice::Arp(_)) => return Err(DecodeError::NotIp),
-        None => {
-            return Err(match &p.stop_err {
-                Some((etherparse::err::packet::SliceError::Len(_), _)) => {
-                    DecodeError::Truncated("IP")
-                }
-                Some((e, _)) => DecodeError::Malformed(e.to_string()),
-                _ => DecodeError::NotIp,
-            })
-        }
     };
-    if ip_payload.fragmented && p.transport.is_none() {
+    let payload = ip.payload();
+    if payload.fragmented {
         return Err(DecodeError::Fragment);
     }
-    // Length of the transport segment: from the IP header, or the wire when the header says 0.
-    let segment_len = match ip_payload.len_source {
+    // Length of the transport segment: from the IP header, or the wire when the header says 0
+    // (TSO, IPv6 jumbograms).
+    let segment_len = match payload.len_source {
         LenSource::Slice => wire_ip_len.saturating_sub(ip_header_len),
-        _ => {
-            let from_header = match &p.net {
-                Some(LaxNetSlice::Ipv4(v4)) => {
-                    u32::from(v4.header().total_len()).saturating_sub(ip_header_len)
-                }
-                Some(LaxNetSlice::Ipv6(v6)) => {
-                    let ext_len = v6.extensions().slice().len() as u32;
-                    u32::from(v6.header().payload_length()).saturating_sub(ext_len)
-                }
-                _ => 0,
-            };
-            from_header
-        }
+        _ => from_header,
     };
-    match p.transport {
-        Some(TransportSlice::Tcp(tcp)) => {
+    match payload.ip_number.0 {
+        6 => {
+            let tcp = TcpSlice::from_slice(payload.payload).map_err(|e| match e {
+                etherparse::err::tcp::HeaderSliceError::Len(_) => DecodeError::Truncated("TCP"),
+                etherparse::err::tcp::HeaderSliceError::Content(c) => {
+                    DecodeError::Malformed(c.to_string())
+                }
+            })?;
             let header_len = u32::from(tcp.data_offset()) * 4;
             let mut h = TcpHeader {
                 seq: SeqNumber(tcp.sequence_number()),
@@ -315,26 +314,8 @@ fn segment_from(
                 sack_blocks: 0,
                 sack_right_edge: None,
             };
-            for opt in tcp.options_iterator() {
-                match opt {
-                    Ok(TcpOptionElement::MaximumSegmentSize(m)) => h.mss = Some(m),
-                    Ok(TcpOptionElement::WindowScale(s)) => h.window_scale = Some(s.min(14)),
-                    Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
-                        h.sack_permitted = true
-                    }
-                    Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => {
-                        let blocks = std::iter::once(first).chain(rest.into_iter().flatten());
-                        for (_, right) in blocks {
-                            h.sack_blocks += 1;
-                            let right = SeqNumber(right);
-                            if h.sack_right_edge.is_none_or(|r| right.is_after(r)) {
-                                h.sack_right_edge = Some(right);
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
+            if header_len > 20 {
+                parse_options(&tcp, &mut h);
             }
             Ok(Segment {
                 src,
@@ -347,21 +328,41 @@ fn segment_from(
                 link_direction,
             })
         }
-        Some(TransportSlice::Udp(udp)) => Ok(Segment {
-            src,
-            dst,
-            src_port: udp.source_port(),
-            dst_port: udp.destination_port(),
-            ip_id,
-            payload_len: segment_len.saturating_sub(8),
-            transport: Transport::Udp,
-            link_direction,
-        }),
-        Some(_) => Err(DecodeError::NotTcpOrUdp(ip_payload.ip_number.0)),
-        None => match ip_payload.ip_number.0 {
-            6 => Err(DecodeError::Truncated("TCP")),
-            17 => Err(DecodeError::Truncated("UDP")),
-            n => Err(DecodeError::NotTcpOrUdp(n)),
-        },
+        17 => {
+            let udp = UdpHeaderSlice::from_slice(payload.payload)
+                .map_err(|_| DecodeError::Truncated("UDP"))?;
+            Ok(Segment {
+                src,
+                dst,
+                src_port: udp.source_port(),
+                dst_port: udp.destination_port(),
+                ip_id,
+                payload_len: segment_len.saturating_sub(8),
+                transport: Transport::Udp,
+                link_direction,
+            })
+        }
+        n => Err(DecodeError::NotTcpOrUdp(n)),
+    }
+}
+
+fn parse_options(tcp: &TcpSlice<'_>, h: &mut TcpHeader) {
+    for opt in tcp.options_iterator() {
+        match opt {
+            Ok(TcpOptionElement::MaximumSegmentSize(m)) => h.mss = Some(m),
+            Ok(TcpOptionElement::WindowScale(s)) => h.window_scale = Some(s.min(14)),
+            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => h.sack_permitted = true,
+            Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => {
+                for (_, right) in std::iter::once(first).chain(rest.into_iter().flatten()) {
+                    h.sack_blocks += 1;
+                    let right = SeqNumber(right);
+                    if h.sack_right_edge.is_none_or(|r| right.is_after(r)) {
+                        h.sack_right_edge = Some(right);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
     }
 }

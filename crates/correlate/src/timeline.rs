@@ -54,9 +54,21 @@ impl ByteTimeline {
         self.spans.last().map(|s| s.end)
     }
 
-    /// Index of the first span ending after `pos`.
+    /// Index of the first span ending after `pos`. ACKs and retransmissions nearly always
+    /// concern the last few spans, so the search gallops back from the end before bisecting:
+    /// O(log distance from the front), and it touches little memory.
     fn first_ending_after(&self, pos: i64) -> usize {
-        self.spans.partition_point(|s| s.end <= pos)
+        let n = self.spans.len();
+        let mut step = 1;
+        let mut hi = n;
+        loop {
+            let lo = n.saturating_sub(step);
+            if lo == 0 || self.spans[lo].end <= pos {
+                return lo + self.spans[lo..hi].partition_point(|s| s.end <= pos);
+            }
+            hi = lo;
+            step *= 2;
+        }
     }
 
     /// The span containing `pos`, if any.

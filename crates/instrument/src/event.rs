@@ -1,0 +1,395 @@
+//! Events as readers see them (strings resolved), their JSON Lines form, and reading logs back.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::fmt;
+use std::fs;
+use std::io::{self, BufRead, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use crate::record::{
+    self, flags, Call, Kind, Proto, RawRecord, HEADER_SIZE, MAGIC, RECORD_SIZE, VERSION,
+};
+
+/// One socket event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: Kind,
+    pub call: Call,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// CLOCK_REALTIME at the call's entry and return, ns.
+    pub t_call_ns: i64,
+    pub t_return_ns: i64,
+    /// Bytes asked for (reads) or handed over (writes).
+    pub requested: u64,
+    /// Bytes moved, or -1 on error.
+    pub bytes: i64,
+    pub errno: i32,
+    /// TCP stream offset of the first byte moved.
+    pub offset: u64,
+    /// Distinguishes successive connections on one fd number of one process.
+    pub stream: u64,
+    pub peek: bool,
+    pub nonblocking: bool,
+    pub proto: Option<Proto>,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    /// The pytest test (`PYTEST_CURRENT_TEST`) or `NETBLAME_TAG` current at the call.
+    pub test: Option<String>,
+    /// Mark events: the mark's label.
+    pub label: Option<String>,
+}
+
+impl Event {
+    fn from_raw(r: &RawRecord, strings: &HashMap<u32, String>) -> Event {
+        let s = |id: u32| {
+            if id == 0 {
+                None
+            } else {
+                strings.get(&id).cloned()
+            }
+        };
+        let (local, peer) = r.addrs.map_or((None, None), |(l, p)| (Some(l), Some(p)));
+        Event {
+            kind: r.kind,
+            call: r.call,
+            pid: r.pid,
+            tid: r.tid,
+            fd: r.fd,
+            t_call_ns: r.t_call_ns,
+            t_return_ns: r.t_return_ns,
+            requested: r.requested,
+            bytes: r.result,
+            errno: r.errno,
+            offset: r.offset,
+            stream: r.stream,
+            peek: r.flags & flags::PEEK != 0,
+            nonblocking: r.flags & flags::NONBLOCKING != 0,
+            proto: (r.kind == Kind::Open).then_some(if r.flags & flags::TCP != 0 {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            }),
+            local,
+            peer,
+            test: s(r.test_id),
+            label: s(r.label_id),
+        }
+    }
+
+    /// The event as one JSON object (see docs/events.md).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("kind".into(), json!(self.kind.as_str()));
+        m.insert("call".into(), json!(self.call.as_str()));
+        m.insert("pid".into(), json!(self.pid));
+        m.insert("tid".into(), json!(self.tid));
+        m.insert("fd".into(), json!(self.fd));
+        m.insert("t_call_ns".into(), json!(self.t_call_ns));
+        m.insert("t_return_ns".into(), json!(self.t_return_ns));
+        m.insert("requested".into(), json!(self.requested));
+        m.insert("bytes".into(), json!(self.bytes));
+        m.insert("offset".into(), json!(self.offset));
+        m.insert("errno".into(), json!(self.errno));
+        m.insert("stream".into(), json!(self.stream));
+        m.insert("peek".into(), json!(self.peek));
+        m.insert("nonblocking".into(), json!(self.nonblocking));
+        m.insert("test".into(), json!(self.test));
+        if self.kind == Kind::Open {
+            m.insert("proto".into(), json!(self.proto.map(Proto::as_str)));
+            m.insert("local".into(), json!(self.local.map(|a| a.to_string())));
+            m.insert("peer".into(), json!(self.peer.map(|a| a.to_string())));
+        }
+        if self.kind == Kind::Mark {
+            m.insert("label".into(), json!(self.label));
+        }
+        Value::Object(m)
+    }
+
+    /// Parses one JSON Lines object. Required: `kind`, `pid`, `fd`; everything else defaults.
+    pub fn from_json(v: &Value) -> Result<Event, String> {
+        let o = v.as_object().ok_or("not a JSON object")?;
+        let kind = o
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(Kind::parse)
+            .ok_or("\"kind\" must be one of open, recv, send, close, mark")?;
+        let int = |k: &str| o.get(k).and_then(Value::as_i64);
+        let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        let addr = |k: &str| -> Result<Option<SocketAddr>, String> {
+            match text(k) {
+                None => Ok(None),
+                Some(s) => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("\"{k}\": {s:?} is not addr:port")),
+            }
+        };
+        let bytes = int("bytes").unwrap_or(0);
+        Ok(Event {
+            kind,
+            call: text("call").map_or(Call::Unknown, |c| Call::parse(&c)),
+            pid: int("pid").ok_or("\"pid\" is required")? as u32,
+            tid: int("tid").unwrap_or(0) as u32,
+            fd: int("fd").ok_or("\"fd\" is required")? as i32,
+            t_call_ns: int("t_call_ns").unwrap_or(0),
+            t_return_ns: int("t_return_ns").or(int("t_call_ns")).unwrap_or(0),
+            requested: int("requested").unwrap_or(bytes.max(0)) as u64,
+            bytes,
+            errno: int("errno").unwrap_or(0) as i32,
+            offset: int("offset").unwrap_or(0) as u64,
+            stream: int("stream").unwrap_or(0) as u64,
+            peek: o.get("peek").and_then(Value::as_bool).unwrap_or(false),
+            nonblocking: o
+                .get("nonblocking")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            proto: match text("proto").as_deref() {
+                Some("tcp") => Some(Proto::Tcp),
+                Some("udp") => Some(Proto::Udp),
+                None if kind == Kind::Open => Some(Proto::Tcp),
+                None => None,
+                Some(other) => return Err(format!("\"proto\": {other:?} is not tcp or udp")),
+            },
+            local: addr("local")?,
+            peer: addr("peer")?,
+            test: text("test"),
+            label: text("label"),
+        })
+    }
+}
+
+/// Why an event log could not be read (whole or in part).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LogError {
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Not an event log: the magic number is wrong.
+    BadMagic {
+        path: PathBuf,
+    },
+    /// Written by a newer netblame.
+    FutureVersion {
+        path: PathBuf,
+        version: u16,
+    },
+    /// The file ends inside the header or inside a record.
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+    },
+    /// A record slot was claimed but never completed (the writer died mid-record).
+    TornRecord {
+        path: PathBuf,
+        offset: u64,
+    },
+    /// A JSON Lines input line is not a valid event.
+    BadJson {
+        path: PathBuf,
+        line: usize,
+        what: String,
+    },
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::Io { path, .. } => write!(f, "{}: cannot read", path.display()),
+            LogError::BadMagic { path } => write!(f, "{}: not a netblame event log (wrong magic)", path.display()),
+            LogError::FutureVersion { path, version } => write!(
+                f,
+                "{}: event log format version {version} is newer than this netblame reads ({VERSION})",
+                path.display()
+            ),
+            LogError::Truncated { path, offset } => {
+                write!(f, "{}: truncated at byte offset {offset} (the file ends inside a record)", path.display())
+            }
+            LogError::TornRecord { path, offset } => {
+                write!(f, "{}: torn record at byte offset {offset} (its writer died mid-record)", path.display())
+            }
+            LogError::BadJson { path, line, what } => write!(f, "{}: line {line}: {what}", path.display()),
+        }
+    }
+}
+
+impl Error for LogError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            LogError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// What a log held: every complete event, and the first damage found, if any.
+#[derive(Debug, Default)]
+pub struct LogContents {
+    pub events: Vec<Event>,
+    pub damage: Option<LogError>,
+}
+
+/// Reads a binary event log. Fails only when nothing can be read (I/O, magic, version);
+/// damage after the header is reported in `damage` with every complete record kept.
+pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
+    let io = |source| LogError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut data = Vec::new();
+    fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(io)?;
+    if data.len() < MAGIC.len() || data[..MAGIC.len()] != MAGIC {
+        return Err(LogError::BadMagic { path: path.into() });
+    }
+    if data.len() < HEADER_SIZE {
+        return Err(LogError::Truncated {
+            path: path.into(),
+            offset: data.len() as u64,
+        });
+    }
+    let version = u16::from_le_bytes([data[8], data[9]]);
+    if version > VERSION {
+        return Err(LogError::FutureVersion {
+            path: path.into(),
+            version,
+        });
+    }
+    let body = &data[HEADER_SIZE..];
+    // The writer reserves space ahead: the used part ends at the last non-zero record.
+    let used = body
+        .chunks(RECORD_SIZE)
+        .rposition(|c| c.iter().any(|&b| b != 0))
+        .map_or(0, |i| i + 1);
+    let mut raws = Vec::with_capacity(used);
+    let mut damage = None;
+    for (i, chunk) in body.chunks(RECORD_SIZE).take(used).enumerate() {
+        let offset = (HEADER_SIZE + i * RECORD_SIZE) as u64;
+        let Ok(rec) = <&[u8; RECORD_SIZE]>::try_from(chunk) else {
+            damage.get_or_insert(LogError::Truncated {
+                path: path.into(),
+                offset,
+            });
+            break;
+        };
+        match record::decode(rec) {
+            Some(r) => raws.push(r),
+            None => {
+                damage.get_or_insert(LogError::TornRecord {
+                    path: path.into(),
+                    offset,
+                });
+            }
+        }
+    }
+    Ok(LogContents {
+        events: resolve(&raws),
+        damage,
+    })
+}
+
+/// Turns raw records into events, resolving interned strings.
+fn resolve(raws: &[RawRecord]) -> Vec<Event> {
+    let mut parts: HashMap<u32, Vec<u8>> = HashMap::new();
+    for r in raws.iter().filter(|r| r.kind == Kind::Str) {
+        let s = parts.entry(r.test_id).or_default();
+        let total = r.result.max(0) as usize;
+        if s.len() < total {
+            s.resize(total, 0);
+        }
+        let start = r.offset as usize;
+        if start + r.chunk.len() <= s.len() {
+            s[start..start + r.chunk.len()].copy_from_slice(&r.chunk);
+        }
+    }
+    let strings: HashMap<u32, String> = parts
+        .into_iter()
+        .map(|(id, b)| (id, String::from_utf8_lossy(&b).into_owned()))
+        .collect();
+    raws.iter()
+        .filter(|r| r.kind != Kind::Str)
+        .map(|r| Event::from_raw(r, &strings))
+        .collect()
+}
+
+/// Reads JSON Lines events; blank lines are skipped. Stops at the first bad line, reporting it.
+pub fn read_jsonl(path: &Path) -> Result<LogContents, LogError> {
+    let file = fs::File::open(path).map_err(|source| LogError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let mut out = LogContents::default();
+    for (i, line) in io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| LogError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<Value>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Event::from_json(&v));
+        match parsed {
+            Ok(e) => out.events.push(e),
+            Err(what) => {
+                out.damage = Some(LogError::BadJson {
+                    path: path.into(),
+                    line: i + 1,
+                    what,
+                });
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one log file (binary, or JSON Lines when it does not start with the magic) or every
+/// log in a directory (`*.nbev` and `*.jsonl`, in name order). Events are sorted by call time.
+pub fn read_events(path: &Path) -> Result<LogContents, LogError> {
+    let mut out = LogContents::default();
+    let files = if path.is_dir() {
+        let mut v: Vec<PathBuf> = fs::read_dir(path)
+            .map_err(|source| LogError::Io {
+                path: path.into(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == record::EXTENSION || x == "jsonl")
+            })
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let mut magic = [0u8; 8];
+        let is_binary = fs::File::open(&file)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .map(|_| magic == MAGIC)
+            .unwrap_or(false);
+        let part = if is_binary || file.extension().is_some_and(|x| x == record::EXTENSION) {
+            read_binary_log(&file)?
+        } else {
+            read_jsonl(&file)?
+        };
+        out.events.extend(part.events);
+        if out.damage.is_none() {
+            out.damage = part.damage;
+        }
+    }
+    out.events.sort_by_key(|e| (e.t_call_ns, e.pid, e.tid));
+    Ok(out)
+}

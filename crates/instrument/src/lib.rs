@@ -1,0 +1,21 @@
+//! The program side of netblame: the socket-event model and its on-disk log. A log is one file
+//! per process (and per exec): a versioned header, then fixed-size little-endian records that a
+//! reader can always recover up to the last complete one, even after the writer was killed. This
+//! crate defines the format, reads logs (binary, or JSON Lines written by hand in any language),
+//! and offers recording wrappers around `std::net` sockets; the LD_PRELOAD interposer
+//! (`netblame-preload`) writes the same format for unmodified programs.
+
+#![deny(unsafe_code)]
+
+pub mod event;
+pub mod record;
+pub mod wrap;
+pub mod writer;
+
+pub use event::{read_binary_log, read_events, read_jsonl, Event, LogContents, LogError};
+pub use record::{Call, Kind, Proto};
+pub use wrap::{RecordedTcpStream, RecordedUdpSocket};
+pub use writer::EventLog;
+
+#[cfg(test)]
+mod tests;

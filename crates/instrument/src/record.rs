@@ -1,0 +1,414 @@
+//! The binary event log format: a 64-byte file header, then fixed-size 128-byte little-endian
+//! records. See docs/events.md for the layout.
+//!
+//! A record is committed when its first byte (the kind) is non-zero: writers fill bytes 1..128
+//! first and store the kind last, so a record torn by a crash reads as a hole, never as garbage.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// File magic: the first 8 bytes of every event log.
+pub const MAGIC: [u8; 8] = *b"NBEVENTS";
+/// Format version this crate writes and reads.
+pub const VERSION: u16 = 1;
+/// Size of the file header.
+pub const HEADER_SIZE: usize = 64;
+/// Size of every record.
+pub const RECORD_SIZE: usize = 128;
+/// File name extension of event logs.
+pub const EXTENSION: &str = "nbev";
+
+/// What a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// A socket became known: connect, accept, accept4.
+    Open = 1,
+    /// A read returned (recv, recvfrom, recvmsg, recvmmsg, read, readv).
+    Recv = 2,
+    /// A write returned (send, sendto, sendmsg, sendmmsg, write, writev, sendfile).
+    Send = 3,
+    /// The socket was closed.
+    Close = 4,
+    /// A mark: a test boundary or a user tag.
+    Mark = 5,
+    /// A chunk of an interned string (test ids, mark labels).
+    Str = 6,
+}
+
+impl Kind {
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Open,
+            2 => Kind::Recv,
+            3 => Kind::Send,
+            4 => Kind::Close,
+            5 => Kind::Mark,
+            6 => Kind::Str,
+            _ => return None,
+        })
+    }
+
+    /// The name used in JSON Lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Open => "open",
+            Kind::Recv => "recv",
+            Kind::Send => "send",
+            Kind::Close => "close",
+            Kind::Mark => "mark",
+            Kind::Str => "str",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Open, Kind::Recv, Kind::Send, Kind::Close, Kind::Mark]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Which function the program called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum Call {
+    Unknown = 0,
+    Recv = 1,
+    Recvfrom = 2,
+    Recvmsg = 3,
+    Recvmmsg = 4,
+    Read = 5,
+    Readv = 6,
+    Send = 7,
+    Sendto = 8,
+    Sendmsg = 9,
+    Sendmmsg = 10,
+    Write = 11,
+    Writev = 12,
+    Sendfile = 13,
+    Connect = 14,
+    Accept = 15,
+    Accept4 = 16,
+    Close = 17,
+    Mark = 18,
+}
+
+impl Call {
+    const ALL: [Call; 19] = [
+        Call::Unknown,
+        Call::Recv,
+        Call::Recvfrom,
+        Call::Recvmsg,
+        Call::Recvmmsg,
+        Call::Read,
+        Call::Readv,
+        Call::Send,
+        Call::Sendto,
+        Call::Sendmsg,
+        Call::Sendmmsg,
+        Call::Write,
+        Call::Writev,
+        Call::Sendfile,
+        Call::Connect,
+        Call::Accept,
+        Call::Accept4,
+        Call::Close,
+        Call::Mark,
+    ];
+
+    pub fn from_u16(v: u16) -> Call {
+        Call::ALL.get(v as usize).copied().unwrap_or(Call::Unknown)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::Unknown => "unknown",
+            Call::Recv => "recv",
+            Call::Recvfrom => "recvfrom",
+            Call::Recvmsg => "recvmsg",
+            Call::Recvmmsg => "recvmmsg",
+            Call::Read => "read",
+            Call::Readv => "readv",
+            Call::Send => "send",
+            Call::Sendto => "sendto",
+            Call::Sendmsg => "sendmsg",
+            Call::Sendmmsg => "sendmmsg",
+            Call::Write => "write",
+            Call::Writev => "writev",
+            Call::Sendfile => "sendfile",
+            Call::Connect => "connect",
+            Call::Accept => "accept",
+            Call::Accept4 => "accept4",
+            Call::Close => "close",
+            Call::Mark => "mark",
+        }
+    }
+
+    pub fn parse(s: &str) -> Call {
+        Call::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .unwrap_or(Call::Unknown)
+    }
+}
+
+/// Flag bits of a record.
+pub mod flags {
+    /// MSG_PEEK: the read did not consume the bytes (the offset did not advance).
+    pub const PEEK: u8 = 0x01;
+    /// The socket was non-blocking (O_NONBLOCK or MSG_DONTWAIT).
+    pub const NONBLOCKING: u8 = 0x02;
+    /// TCP (else UDP).
+    pub const TCP: u8 = 0x04;
+}
+
+/// Transport protocol of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A decoded record. String ids are resolved by the reader into `test` and `label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub kind: Kind,
+    pub flags: u8,
+    pub call: Call,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub t_call_ns: i64,
+    pub t_return_ns: i64,
+    /// Bytes the program asked for (read) or handed over (write).
+    pub requested: u64,
+    /// Bytes returned, or -1 on error.
+    pub result: i64,
+    pub errno: i32,
+    /// Id of the interned test string current at the call (0: none).
+    pub test_id: u32,
+    /// TCP stream offset of the first byte moved (bytes this socket moved before, this way).
+    pub offset: u64,
+    /// Distinguishes successive connections on the same fd number in one process.
+    pub stream: u64,
+    /// Open: (local, peer) addresses and protocol.
+    pub addrs: Option<(SocketAddr, SocketAddr)>,
+    /// Mark: id of the label string. Str: chunk bytes follow in `chunk`.
+    pub label_id: u32,
+    /// Str: this chunk of the string.
+    pub chunk: Vec<u8>,
+}
+
+impl RawRecord {
+    /// A record of `kind` with every other field zero.
+    pub fn new(kind: Kind) -> Self {
+        RawRecord {
+            kind,
+            flags: 0,
+            call: Call::Unknown,
+            pid: 0,
+            tid: 0,
+            fd: -1,
+            t_call_ns: 0,
+            t_return_ns: 0,
+            requested: 0,
+            result: 0,
+            errno: 0,
+            test_id: 0,
+            offset: 0,
+            stream: 0,
+            addrs: None,
+            label_id: 0,
+            chunk: Vec::new(),
+        }
+    }
+}
+
+/// Bytes of string data one `Str` record carries.
+pub const STR_CHUNK: usize = RECORD_SIZE - 72;
+
+fn put_addr(buf: &mut [u8], ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => buf[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => buf[..16].copy_from_slice(&a.octets()),
+    }
+}
+
+/// Encodes a record. The kind byte is included; writers that share memory with readers store
+/// it last (see [`encode_body`]).
+pub fn encode(r: &RawRecord) -> [u8; RECORD_SIZE] {
+    let mut b = encode_body(r);
+    b[0] = r.kind as u8;
+    b
+}
+
+/// Encodes every byte of a record but the kind (byte 0 stays zero).
+pub fn encode_body(r: &RawRecord) -> [u8; RECORD_SIZE] {
+    let mut b = [0u8; RECORD_SIZE];
+    b[1] = r.flags;
+    b[2..4].copy_from_slice(&(r.call as u16).to_le_bytes());
+    b[4..8].copy_from_slice(&r.pid.to_le_bytes());
+    b[8..12].copy_from_slice(&r.tid.to_le_bytes());
+    b[12..16].copy_from_slice(&r.fd.to_le_bytes());
+    b[16..24].copy_from_slice(&r.t_call_ns.to_le_bytes());
+    b[24..32].copy_from_slice(&r.t_return_ns.to_le_bytes());
+    b[32..40].copy_from_slice(&r.requested.to_le_bytes());
+    b[40..48].copy_from_slice(&r.result.to_le_bytes());
+    b[48..52].copy_from_slice(&r.errno.to_le_bytes());
+    b[52..56].copy_from_slice(&r.test_id.to_le_bytes());
+    b[56..64].copy_from_slice(&r.offset.to_le_bytes());
+    b[64..72].copy_from_slice(&r.stream.to_le_bytes());
+    match r.kind {
+        Kind::Open => {
+            if let Some((local, peer)) = r.addrs {
+                b[72] = if local.is_ipv6() { 6 } else { 4 };
+                b[74..76].copy_from_slice(&local.port().to_le_bytes());
+                b[76..78].copy_from_slice(&peer.port().to_le_bytes());
+                put_addr(&mut b[80..96], local.ip());
+                put_addr(&mut b[96..112], peer.ip());
+            }
+        }
+        Kind::Mark => b[72..76].copy_from_slice(&r.label_id.to_le_bytes()),
+        Kind::Str => {
+            let n = r.chunk.len().min(STR_CHUNK);
+            b[72..72 + n].copy_from_slice(&r.chunk[..n]);
+        }
+        _ => {}
+    }
+    b
+}
+
+fn get_addr(buf: &[u8], v6: bool, port: u16) -> SocketAddr {
+    let ip = if v6 {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&buf[..16]);
+        IpAddr::V6(Ipv6Addr::from(o))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(buf[0], buf[1], buf[2], buf[3]))
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Decodes a committed record; `None` when the kind byte is 0 (empty or torn) or unknown.
+pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<RawRecord> {
+    let kind = Kind::from_u8(b[0])?;
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let mut r = RawRecord::new(kind);
+    r.flags = b[1];
+    r.call = Call::from_u16(u16::from_le_bytes([b[2], b[3]]));
+    r.pid = u32_at(4);
+    r.tid = u32_at(8);
+    r.fd = u32_at(12) as i32;
+    r.t_call_ns = u64_at(16) as i64;
+    r.t_return_ns = u64_at(24) as i64;
+    r.requested = u64_at(32);
+    r.result = u64_at(40) as i64;
+    r.errno = u32_at(48) as i32;
+    r.test_id = u32_at(52);
+    r.offset = u64_at(56);
+    r.stream = u64_at(64);
+    match kind {
+        Kind::Open if b[72] == 4 || b[72] == 6 => {
+            let v6 = b[72] == 6;
+            let lport = u16::from_le_bytes([b[74], b[75]]);
+            let pport = u16::from_le_bytes([b[76], b[77]]);
+            r.addrs = Some((
+                get_addr(&b[80..96], v6, lport),
+                get_addr(&b[96..112], v6, pport),
+            ));
+        }
+        Kind::Mark => r.label_id = u32_at(72),
+        Kind::Str => {
+            let n = (r.requested as usize).min(STR_CHUNK);
+            r.chunk = b[72..72 + n].to_vec();
+        }
+        _ => {}
+    }
+    Some(r)
+}
+
+/// Encodes the 64-byte file header.
+pub fn encode_header(pid: u32, start_ns: i64) -> [u8; HEADER_SIZE] {
+    let mut h = [0u8; HEADER_SIZE];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&(RECORD_SIZE as u16).to_le_bytes());
+    h[12..16].copy_from_slice(&pid.to_le_bytes());
+    h[16..24].copy_from_slice(&start_ns.to_le_bytes());
+    h
+}
+
+/// The records that intern string `id` = `s` (chunk offset in `offset`, chunk length in
+/// `requested`, total length in `result`).
+pub fn string_records(id: u32, s: &[u8], pid: u32) -> impl Iterator<Item = RawRecord> + '_ {
+    let chunks = s.len().div_ceil(STR_CHUNK).max(1);
+    (0..chunks).map(move |i| {
+        let start = i * STR_CHUNK;
+        let end = (start + STR_CHUNK).min(s.len());
+        let mut r = RawRecord::new(Kind::Str);
+        r.pid = pid;
+        r.test_id = id;
+        r.offset = start as u64;
+        r.requested = (end - start) as u64;
+        r.result = s.len() as i64;
+        r.chunk = s[start..end].to_vec();
+        r
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_open_v6() {
+        let mut r = RawRecord::new(Kind::Open);
+        r.flags = flags::TCP;
+        r.call = Call::Accept4;
+        r.pid = 7;
+        r.fd = 9;
+        r.addrs = Some((
+            "[::1]:5000".parse().unwrap(),
+            "[2001:db8::2]:40000".parse().unwrap(),
+        ));
+        assert_eq!(decode(&encode(&r)), Some(r));
+    }
+
+    #[test]
+    fn round_trip_recv() {
+        let mut r = RawRecord::new(Kind::Recv);
+        r.call = Call::Recvmsg;
+        r.t_call_ns = 1_700_000_000_000_000_001;
+        r.t_return_ns = r.t_call_ns + 5;
+        r.requested = 4096;
+        r.result = -1;
+        r.errno = 104;
+        r.offset = 1 << 40;
+        assert_eq!(decode(&encode(&r)), Some(r));
+    }
+
+    #[test]
+    fn uncommitted_record_is_none() {
+        let r = RawRecord::new(Kind::Send);
+        assert_eq!(decode(&encode_body(&r)), None);
+    }
+
+    #[test]
+    fn long_strings_split_into_chunks() {
+        let s = vec![b'x'; STR_CHUNK * 2 + 3];
+        let recs: Vec<_> = string_records(5, &s, 1).collect();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[2].chunk.len(), 3);
+        assert!(recs.iter().all(|r| decode(&encode(r)).as_ref() == Some(r)));
+    }
+}
