@@ -8,7 +8,7 @@ default:
 
 # Debug build of every crate.
 build:
-    cargo build --workspace
+    cargo build --workspace --examples
 
 # Release build of the binary.
 release:
@@ -22,7 +22,7 @@ lint:
 # Everything CI checks: lints, Rust tests, end-to-end tests (root-only ones need root).
 test: lint
     cargo test --workspace
-    cargo build --workspace
+    cargo build --workspace --examples
     python3 -m pytest -q tests
 
 # Regenerate the committed fixtures from fresh testbed captures (root; needs tcpdump, nft, tcptrace).

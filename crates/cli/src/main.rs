@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod events;
 mod flows;
 mod fmt;
 
@@ -29,6 +30,23 @@ struct Cli {
 enum Command {
     /// Analyse the TCP and UDP flows of a capture file (pcap or pcapng), like tcptrace.
     Flows(FlowsArgs),
+    /// Read socket-event logs (written by the interposer or the Rust wrappers).
+    Events(EventsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print every event as one JSON object per line (see docs/events.md).
+    Dump {
+        /// An event log (.nbev or JSON Lines) or a directory of them.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Flows(args) => flows::run(&args),
+        Command::Events(args) => events::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -238,62 +238,101 @@ pub struct LogContents {
 
 /// Reads a binary event log. Fails only when nothing can be read (I/O, magic, version);
 /// damage after the header is reported in `damage` with every complete record kept.
+///
+/// The interposer reserves space ahead as a sparse file, and a process that was killed (or
+/// exec'd) leaves that zero tail behind: reading stops at the first all-zero megabyte, so a
+/// log costs what it holds, not what it reserved.
 pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
+    const CHUNK: usize = 8192 * RECORD_SIZE;
     let io = |source| LogError::Io {
         path: path.into(),
         source,
     };
-    let mut data = Vec::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(io)?;
-    if data.len() < MAGIC.len() || data[..MAGIC.len()] != MAGIC {
+    let mut file = fs::File::open(path).map_err(io)?;
+    let mut header = [0u8; HEADER_SIZE];
+    let got = read_full(&mut file, &mut header).map_err(io)?;
+    let header = &header[..got];
+    if header.len() < MAGIC.len() || header[..MAGIC.len()] != MAGIC {
         return Err(LogError::BadMagic { path: path.into() });
     }
-    if data.len() < HEADER_SIZE {
+    if header.len() < HEADER_SIZE {
         return Err(LogError::Truncated {
             path: path.into(),
-            offset: data.len() as u64,
+            offset: header.len() as u64,
         });
     }
-    let version = u16::from_le_bytes([data[8], data[9]]);
+    let version = u16::from_le_bytes([header[8], header[9]]);
     if version > VERSION {
         return Err(LogError::FutureVersion {
             path: path.into(),
             version,
         });
     }
-    let body = &data[HEADER_SIZE..];
-    // The writer reserves space ahead: the used part ends at the last non-zero record.
-    let used = body
-        .chunks(RECORD_SIZE)
-        .rposition(|c| c.iter().any(|&b| b != 0))
-        .map_or(0, |i| i + 1);
-    let mut raws = Vec::with_capacity(used);
+    let mut raws = Vec::new();
     let mut damage = None;
-    for (i, chunk) in body.chunks(RECORD_SIZE).take(used).enumerate() {
-        let offset = (HEADER_SIZE + i * RECORD_SIZE) as u64;
-        let Ok(rec) = <&[u8; RECORD_SIZE]>::try_from(chunk) else {
-            damage.get_or_insert(LogError::Truncated {
-                path: path.into(),
-                offset,
-            });
+    // Zero records seen since the last committed one: torn if a committed record follows.
+    let mut zeros_from: Option<u64> = None;
+    let mut offset = HEADER_SIZE as u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let got = read_full(&mut file, &mut buf).map_err(io)?;
+        let chunk = &buf[..got];
+        if chunk.is_empty() || chunk.iter().all(|&b| b == 0) {
             break;
-        };
-        match record::decode(rec) {
-            Some(r) => raws.push(r),
-            None => {
-                damage.get_or_insert(LogError::TornRecord {
+        }
+        for rec in chunk.chunks(RECORD_SIZE) {
+            let Ok(rec) = <&[u8; RECORD_SIZE]>::try_from(rec) else {
+                damage.get_or_insert(LogError::Truncated {
                     path: path.into(),
                     offset,
                 });
+                break;
+            };
+            match record::decode(rec) {
+                Some(r) => {
+                    if let Some(torn) = zeros_from.take() {
+                        damage.get_or_insert(LogError::TornRecord {
+                            path: path.into(),
+                            offset: torn,
+                        });
+                    }
+                    raws.push(r);
+                }
+                None if rec.iter().all(|&b| b == 0) => {
+                    zeros_from.get_or_insert(offset);
+                }
+                None => {
+                    zeros_from.take();
+                    damage.get_or_insert(LogError::TornRecord {
+                        path: path.into(),
+                        offset,
+                    });
+                }
             }
+            offset += RECORD_SIZE as u64;
+        }
+        if chunk.len() < CHUNK {
+            break;
         }
     }
     Ok(LogContents {
         events: resolve(&raws),
         damage,
     })
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Turns raw records into events, resolving interned strings.

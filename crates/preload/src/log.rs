@@ -1,0 +1,239 @@
+//! The event log of this process: a file in NETBLAME_EVENTS_DIR mapped `MAP_SHARED`, so a record
+//! is durable (in the page cache) the moment it is written, whatever happens to the process.
+//!
+//! The file is created at the first event, so processes that never touch a socket (shells,
+//! helpers started through the inherited LD_PRELOAD) leave no log. Space for `CAPACITY` records is reserved up front as a sparse file; a slot is claimed with one
+//! atomic add, filled, then committed by storing its kind byte last. At exit the file is cut to
+//! the slots used; a log left by a killed process or an exec keeps its zero tail, which readers
+//! skip. Events past the capacity are counted and dropped.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use netblame_instrument::record::{self, RawRecord, HEADER_SIZE, RECORD_SIZE};
+
+use crate::real;
+
+/// 8 Mi records (1 GiB of address space and sparse file) per process.
+const CAPACITY: u64 = 8 << 20;
+const MAP_LEN: usize = HEADER_SIZE + CAPACITY as usize * RECORD_SIZE;
+const PATH_MAX: usize = 4096;
+
+static BASE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+/// 0: no log yet, 1: being opened, 2: open, 3: could not be opened.
+static OPEN_STATE: AtomicU8 = AtomicU8::new(0);
+static NEXT: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// A fixed buffer written only while the process is single-threaded in netblame's code (the
+/// constructor, a fork child's handler) and read at exit.
+struct PathBuffer {
+    bytes: UnsafeCell<[u8; PATH_MAX]>,
+    len: AtomicUsize,
+}
+
+// SAFETY: writes happen only in the library constructor and in a fork child's atfork handler,
+// when no other thread runs netblame code; readers load `len` (Acquire) after the write.
+unsafe impl Sync for PathBuffer {}
+
+impl PathBuffer {
+    const fn new() -> Self {
+        PathBuffer {
+            bytes: UnsafeCell::new([0; PATH_MAX]),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sets the contents (NUL-terminated); false if too long.
+    fn set(&self, parts: &[&[u8]]) -> bool {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total + 1 > PATH_MAX {
+            return false;
+        }
+        // SAFETY: see the Sync impl: no concurrent access while setting.
+        let buf = unsafe { &mut *self.bytes.get() };
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        buf[at] = 0;
+        self.len.store(total, Ordering::Release);
+        true
+    }
+
+    /// The contents without the NUL.
+    fn get(&self) -> &[u8] {
+        let len = self.len.load(Ordering::Acquire);
+        // SAFETY: the first `len` bytes were written before `len` was published.
+        unsafe { &(&*self.bytes.get())[..len] }
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.bytes.get().cast()
+    }
+}
+
+static DIR: PathBuffer = PathBuffer::new();
+static CURRENT: PathBuffer = PathBuffer::new();
+
+/// Reads NETBLAME_EVENTS_DIR; false when unset or empty (then nothing is recorded).
+pub fn configure() -> bool {
+    // SAFETY: getenv with a NUL-terminated name; the result is copied before any setenv.
+    let v = unsafe { libc::getenv(c"NETBLAME_EVENTS_DIR".as_ptr()) };
+    if v.is_null() {
+        return false;
+    }
+    // SAFETY: getenv returned a valid NUL-terminated string.
+    let dir = unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes();
+    !dir.is_empty() && DIR.set(&[dir])
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// True once this process's log exists.
+pub fn is_open() -> bool {
+    OPEN_STATE.load(Ordering::Acquire) == 2
+}
+
+/// Opens the log on first use; one thread opens, others wait for it (this happens once).
+#[cold]
+fn ensure_open() -> *mut u8 {
+    loop {
+        match OPEN_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                return match open() {
+                    Ok(()) => {
+                        OPEN_STATE.store(2, Ordering::Release);
+                        // Strings current before the log existed (the running test's name).
+                        crate::tags::emit_current();
+                        BASE.load(Ordering::Acquire)
+                    }
+                    Err(why) => {
+                        OPEN_STATE.store(3, Ordering::Release);
+                        crate::disable(why);
+                        std::ptr::null_mut()
+                    }
+                };
+            }
+            Err(1) => std::hint::spin_loop(),
+            Err(2) => return BASE.load(Ordering::Acquire),
+            Err(_) => return std::ptr::null_mut(),
+        }
+    }
+}
+
+/// Creates and maps this process's log (also in a fork child, for the child's own log).
+fn open() -> Result<(), &'static [u8]> {
+    let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
+    let pid = decimal(u64::from(crate::pid()), &mut a);
+    let start = crate::realtime_ns();
+    let start_digits = decimal(start as u64, &mut b);
+    let ext = record::EXTENSION.as_bytes();
+    if !CURRENT.set(&[DIR.get(), b"/events-", pid, b"-", start_digits, b".", ext]) {
+        return Err(b"NETBLAME_EVENTS_DIR is too long");
+    }
+    // SAFETY: CURRENT holds a NUL-terminated path; flags and mode are valid for open.
+    let fd = unsafe {
+        real::open(
+            CURRENT.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(b"cannot create the event log in NETBLAME_EVENTS_DIR");
+    }
+    // SAFETY: fd is the file just created; MAP_LEN fits in off_t.
+    let base = unsafe {
+        if libc::ftruncate(fd, MAP_LEN as libc::off_t) != 0 {
+            real::close(fd);
+            return Err(b"cannot size the event log");
+        }
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            MAP_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        // The mapping keeps the file; the fd is not needed (and programs close fds they do not know).
+        real::close(fd);
+        if p == libc::MAP_FAILED {
+            return Err(b"cannot map the event log");
+        }
+        p.cast::<u8>()
+    };
+    let header = record::encode_header(crate::pid(), start);
+    // SAFETY: base points to MAP_LEN writable bytes; the header is HEADER_SIZE bytes.
+    unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), base, HEADER_SIZE) };
+    NEXT.store(0, Ordering::Relaxed);
+    BASE.store(base, Ordering::Release);
+    Ok(())
+}
+
+/// In a fork child: drop the parent's mapping (the child must not write into its parent's log).
+pub fn forget_parent_log() {
+    let base = BASE.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    OPEN_STATE.store(0, Ordering::Release);
+    if !base.is_null() {
+        // SAFETY: base was mapped with MAP_LEN bytes by open() and is no longer published.
+        unsafe { libc::munmap(base.cast(), MAP_LEN) };
+    }
+}
+
+/// Appends a record: claim a slot, write the body, commit the kind byte.
+pub fn append(r: &RawRecord) {
+    let mut base = BASE.load(Ordering::Acquire);
+    if base.is_null() {
+        base = ensure_open();
+        if base.is_null() {
+            return;
+        }
+    }
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+    if slot >= CAPACITY {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let body = record::encode_body(r);
+    let at = HEADER_SIZE + slot as usize * RECORD_SIZE;
+    // SAFETY: slot < CAPACITY so [at, at + RECORD_SIZE) lies inside the mapping, and this thread
+    // alone claimed it. The kind byte is stored last with Release, so a reader that sees it sees
+    // the whole record.
+    unsafe {
+        let rec = base.add(at);
+        std::ptr::copy_nonoverlapping(body.as_ptr().add(1), rec.add(1), RECORD_SIZE - 1);
+        AtomicU8::from_ptr(rec).store(r.kind as u8, Ordering::Release);
+    }
+}
+
+/// At exit: stop claiming slots and cut the file to the slots used.
+pub fn finish() {
+    if BASE.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    // Later claims land past the capacity and are dropped, so no write touches the cut tail.
+    let used = NEXT.swap(u64::MAX / 2, Ordering::AcqRel).min(CAPACITY);
+    // A thread that claimed a slot just before still writes below this length; the page that
+    // holds the end stays mapped, so such a write cannot fault.
+    let len = HEADER_SIZE as u64 + used * RECORD_SIZE as u64;
+    // SAFETY: CURRENT is the NUL-terminated path of this process's log.
+    unsafe { libc::truncate(CURRENT.as_ptr(), len.min(MAP_LEN as u64) as libc::off_t) };
+    let dropped = DROPPED.load(Ordering::Relaxed);
+    if dropped > 0 {
+        crate::warn(b"netblame: the event log was full; later socket calls were not recorded\n");
+    }
+}
