@@ -8,7 +8,7 @@ default:
 
 # Debug build of every crate.
 build:
-    cargo build --workspace --examples
+    cargo build --workspace --lib --bins --examples
 
 # Release build of the binary.
 release:
@@ -22,7 +22,7 @@ lint:
 # Everything CI checks: lints, Rust tests, end-to-end tests (root-only ones need root).
 test: lint
     cargo test --workspace
-    cargo build --workspace --examples
+    cargo build --workspace --lib --bins --examples
     python3 -m pytest -q tests
 
 # Regenerate the committed fixtures from fresh testbed captures (root; needs tcpdump, nft, tcptrace).
@@ -34,6 +34,13 @@ fixtures:
 bench-flows *ARGS: release
     command -v tshark >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q tshark
     python3 bench/bench_flows.py {{ARGS}}
+
+# Interposer overhead: plain vs LD_PRELOAD vs strace on a loopback ping-pong (needs strace).
+bench-preload *ARGS:
+    command -v strace >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q strace
+    cargo build --release -p netblame-preload
+    cargo build --release -p netblame-instrument --example pingpong
+    python3 bench/bench_preload.py {{ARGS}}
 
 # Install netblame into ~/.cargo/bin.
 install:

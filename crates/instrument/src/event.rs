@@ -181,6 +181,11 @@ pub enum LogError {
         path: PathBuf,
         version: u16,
     },
+    /// Written by an older netblame, in a format this one no longer reads.
+    OldVersion {
+        path: PathBuf,
+        version: u16,
+    },
     /// The file ends inside the header or inside a record.
     Truncated {
         path: PathBuf,
@@ -207,6 +212,12 @@ impl fmt::Display for LogError {
             LogError::FutureVersion { path, version } => write!(
                 f,
                 "{}: event log format version {version} is newer than this netblame reads ({VERSION})",
+                path.display()
+            ),
+            LogError::OldVersion { path, version } => write!(
+                f,
+                "{}: event log format version {version} is older than this netblame reads ({VERSION}); \
+                 record it again",
                 path.display()
             ),
             LogError::Truncated { path, offset } => {
@@ -268,6 +279,13 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
             version,
         });
     }
+    if version < VERSION {
+        return Err(LogError::OldVersion {
+            path: path.into(),
+            version,
+        });
+    }
+    let pid = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
     let mut raws = Vec::new();
     let mut damage = None;
     // Zero records seen since the last committed one: torn if a committed record follows.
@@ -289,13 +307,15 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
                 break;
             };
             match record::decode(rec) {
-                Some(r) => {
+                Some(mut r) => {
                     if let Some(torn) = zeros_from.take() {
                         damage.get_or_insert(LogError::TornRecord {
                             path: path.into(),
                             offset: torn,
                         });
                     }
+                    r.pid = pid;
+                    r.stream |= u64::from(pid) << 32;
                     raws.push(r);
                 }
                 None if rec.iter().all(|&b| b == 0) => {
@@ -353,9 +373,21 @@ fn resolve(raws: &[RawRecord]) -> Vec<Event> {
         .into_iter()
         .map(|(id, b)| (id, String::from_utf8_lossy(&b).into_owned()))
         .collect();
+    // An open event's peer address travels in the OpenPeer record that follows it.
+    let peers: HashMap<u64, SocketAddr> = raws
+        .iter()
+        .filter(|r| r.kind == Kind::OpenPeer)
+        .filter_map(|r| Some((r.stream, r.addrs?.1)))
+        .collect();
     raws.iter()
-        .filter(|r| r.kind != Kind::Str)
-        .map(|r| Event::from_raw(r, &strings))
+        .filter(|r| r.kind != Kind::Str && r.kind != Kind::OpenPeer)
+        .map(|r| {
+            let mut e = Event::from_raw(r, &strings);
+            if e.kind == Kind::Open {
+                e.peer = peers.get(&r.stream).copied();
+            }
+            e
+        })
         .collect()
 }
 

@@ -67,11 +67,17 @@ impl EventLog {
         self.pid
     }
 
-    /// Appends one record.
+    /// Appends one record (two slots for an open event).
     pub fn append(&self, r: &RawRecord) -> io::Result<()> {
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let (first, second) = record::encode(r);
+        let slots = 1 + u64::from(second.is_some());
+        let slot = self.next_slot.fetch_add(slots, Ordering::Relaxed);
         let at = HEADER_SIZE as u64 + slot * RECORD_SIZE as u64;
-        self.file.write_all_at(&record::encode(r), at)
+        self.file.write_all_at(&first, at)?;
+        if let Some(second) = second {
+            self.file.write_all_at(&second, at + RECORD_SIZE as u64)?;
+        }
+        Ok(())
     }
 
     /// The id of `s`, writing it to the log the first time.

@@ -14,8 +14,8 @@ use netblame_instrument::record::{self, RawRecord, HEADER_SIZE, RECORD_SIZE};
 
 use crate::real;
 
-/// 8 Mi records (1 GiB of address space and sparse file) per process.
-const CAPACITY: u64 = 8 << 20;
+/// 16 Mi records (1 GiB of address space and sparse file) per process.
+const CAPACITY: u64 = 16 << 20;
 const MAP_LEN: usize = HEADER_SIZE + CAPACITY as usize * RECORD_SIZE;
 const PATH_MAX: usize = 4096;
 
@@ -203,20 +203,36 @@ pub fn append(r: &RawRecord) {
             return;
         }
     }
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-    if slot >= CAPACITY {
+    let (first, second) = record::encode(r);
+    let slots = 1 + u64::from(second.is_some());
+    let slot = NEXT.fetch_add(slots, Ordering::Relaxed);
+    if slot + slots > CAPACITY {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let body = record::encode_body(r);
-    let at = HEADER_SIZE + slot as usize * RECORD_SIZE;
-    // SAFETY: slot < CAPACITY so [at, at + RECORD_SIZE) lies inside the mapping, and this thread
-    // alone claimed it. The kind byte is stored last with Release, so a reader that sees it sees
-    // the whole record.
+    // SAFETY: slot + slots <= CAPACITY so the slots lie inside the mapping, and this thread
+    // alone claimed them.
     unsafe {
-        let rec = base.add(at);
-        std::ptr::copy_nonoverlapping(body.as_ptr().add(1), rec.add(1), RECORD_SIZE - 1);
-        AtomicU8::from_ptr(rec).store(r.kind as u8, Ordering::Release);
+        commit(base.add(HEADER_SIZE + slot as usize * RECORD_SIZE), &first);
+        if let Some(second) = second {
+            commit(
+                base.add(HEADER_SIZE + (slot as usize + 1) * RECORD_SIZE),
+                &second,
+            );
+        }
+    }
+}
+
+/// Writes a record into its slot: every byte but the kind, then the kind with Release, so a
+/// reader that sees the kind sees the whole record.
+///
+/// # Safety
+/// `slot` must point to RECORD_SIZE writable bytes of the mapping claimed by this thread.
+unsafe fn commit(slot: *mut u8, rec: &[u8; RECORD_SIZE]) {
+    // SAFETY: the caller guarantees the slot is valid and exclusively ours.
+    unsafe {
+        std::ptr::copy_nonoverlapping(rec.as_ptr().add(1), slot.add(1), RECORD_SIZE - 1);
+        AtomicU8::from_ptr(slot).store(rec[0], Ordering::Release);
     }
 }
 
