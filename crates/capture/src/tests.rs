@@ -263,3 +263,20 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn pcapng_writer_round_trips_through_the_reader() {
+    let mut w = PcapngWriter::new(Vec::new(), 276, 160, "any").unwrap();
+    w.write_packet(1_700_000_000_123_456_789, b"abcde", 1500)
+        .unwrap();
+    w.write_packet(1_700_000_000_223_456_789, &[1; 200], 200)
+        .unwrap();
+    w.finish(Some(3), 1_700_000_001_000_000_000).unwrap();
+    let (pkts, stats) = read_all(w.into_inner().unwrap()).unwrap();
+    assert_eq!(
+        pkts[0],
+        (1_700_000_000_123_456_789, b"abcde".to_vec(), 1500)
+    );
+    assert_eq!(pkts[1].1.len(), 160, "cut to the snaplen");
+    assert_eq!(stats.kernel_drops, Some(3));
+}

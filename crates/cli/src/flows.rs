@@ -104,7 +104,12 @@ fn quality_json(a: &Analysis, s: &FileStats) -> Value {
     })
 }
 
-fn print_table(out: &mut impl Write, file: &Path, a: &Analysis, s: &FileStats) -> io::Result<()> {
+pub fn print_table(
+    out: &mut impl Write,
+    file: &Path,
+    a: &Analysis,
+    s: &FileStats,
+) -> io::Result<()> {
     let tcp = a
         .flows
         .iter()

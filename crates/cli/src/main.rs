@@ -11,9 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod capture;
 mod events;
 mod flows;
 mod fmt;
+mod run;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +34,88 @@ enum Command {
     Flows(FlowsArgs),
     /// Read socket-event logs (written by the interposer or the Rust wrappers).
     Events(EventsArgs),
+    /// Capture packets into a file (headers only, nanosecond timestamps) until Ctrl-C.
+    Capture(CaptureArgs),
+    /// Run a command, capturing its traffic and recording its socket calls.
+    Run(RunArgs),
+}
+
+/// An invocation error: printed, then exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    Pcap,
+    Pcapng,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// libpcap, embedded.
+    Libpcap,
+    /// A tcpdump child process with the same options.
+    Tcpdump,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CaptureOptions {
+    /// Interface to capture on (`any` for all; the default sees local traffic only).
+    #[arg(long, default_value = "lo")]
+    pub iface: String,
+    /// Capture TCP and UDP on this port (repeatable). Default: every TCP and UDP packet.
+    #[arg(long, value_name = "PORT", conflicts_with = "filter")]
+    pub port: Vec<u16>,
+    /// A raw BPF filter expression instead of --port.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Bytes kept per packet (default: headers only).
+    #[arg(long, default_value_t = netblame_capture::DEFAULT_SNAPLEN, value_parser = clap::value_parser!(u32).range(64..=262144))]
+    pub snaplen: u32,
+    /// Capture with the embedded libpcap, or by running tcpdump.
+    #[arg(long, value_enum, default_value = "libpcap")]
+    pub backend: Backend,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// File to write.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: PathBuf,
+    #[command(flatten)]
+    pub capture: CaptureOptions,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// File format.
+    #[arg(long, value_enum, default_value = "pcap")]
+    pub format: FileFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub capture: CaptureOptions,
+    /// Run directory (default: a new folder under ./netblame-runs/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Capture file format.
+    #[arg(long, value_enum, default_value = "pcap")]
+    pub format: FileFormat,
+    /// How long to keep capturing after the command exits, for its last packets (ms).
+    #[arg(long, default_value_t = 200, hide = true)]
+    pub grace_ms: u64,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,15 +151,23 @@ pub struct FlowsArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Flows(args) => flows::run(&args),
-        Command::Events(args) => events::run(&args),
+        Command::Flows(args) => flows::run(&args).map(|()| 0),
+        Command::Events(args) => events::run(&args).map(|()| 0),
+        Command::Capture(args) => capture::run(&args).map(|()| 0),
+        Command::Run(args) => run::run(&args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let _ = writeln!(io::stderr(), "netblame: {err:#}");
-            ExitCode::from(1)
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else if err.downcast_ref::<capture::NoPrivilege>().is_some() {
+                ExitCode::from(capture::EXIT_NO_PRIVILEGE)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -1,0 +1,304 @@
+//! `netblame run -- CMD`: capture CMD's traffic and record its socket calls, in one run
+//! directory.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
+
+use crate::capture::Session;
+use crate::{RunArgs, UsageError};
+
+/// The interposer, built by build.rs and embedded so an installed netblame needs nothing else.
+static PRELOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnetblame_preload.so"));
+
+/// Writes the embedded interposer to a stable path (once per build) and returns it.
+/// `NETBLAME_PRELOAD` overrides it.
+pub fn interposer_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NETBLAME_PRELOAD") {
+        return Ok(PathBuf::from(p));
+    }
+    // FNV-1a of the library: a new build gets a new file.
+    let hash = PRELOAD.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "netblame-preload-{}-{hash:016x}.so",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == PRELOAD.len() as u64) {
+        return Ok(path);
+    }
+    let tmp = dir.join(format!(
+        ".netblame-preload-{}-{hash:016x}.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&tmp, PRELOAD)
+        .with_context(|| format!("writing the interposer to {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// The user to run CMD as: the one who invoked sudo, when netblame runs under sudo as root.
+struct Invoker {
+    uid: u32,
+    gid: u32,
+    home: Option<PathBuf>,
+    name: Option<String>,
+}
+
+fn sudo_invoker() -> Option<Invoker> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    let uid: u32 = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid: u32 = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    if uid == 0 {
+        return None;
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    Some(Invoker {
+        uid,
+        gid,
+        home: user.as_ref().map(|u| u.dir.clone()),
+        name: user.map(|u| u.name),
+    })
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("netblame-runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+}
+
+/// The run directory, made new (0700); fails before anything else is created.
+fn make_run_dir(out: &Path) -> Result<()> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(anyhow!(UsageError(format!(
+            "{} exists and is not empty: choose another --out",
+            out.display()
+        ))));
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the run directory {}", out.display()))?;
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn clock_now() -> serde_json::Value {
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() * 1_000_000_000 + t.tv_nsec())
+        .ok();
+    let now = chrono::Utc::now();
+    json!({
+        "realtime_ns": now.timestamp_nanos_opt(),
+        "utc": now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "monotonic_ns": mono,
+    })
+}
+
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => 128u8.wrapping_add(s as u8),
+        _ => 1,
+    }
+}
+
+pub fn run(args: &RunArgs) -> Result<u8> {
+    let (program, rest) = args.command.split_first().ok_or_else(|| {
+        anyhow!(UsageError(
+            "no command: netblame run [OPTIONS] -- CMD [ARGS...]".into()
+        ))
+    })?;
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let invoker = sudo_invoker();
+    // Signals are ours from now on: netblame must outlive CMD to finish the capture.
+    let mut signals =
+        SignalsInfo::<WithOrigin>::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+            .context("installing signal handlers")?;
+    crate::capture::preflight(&args.capture)?;
+    make_run_dir(&out)?;
+    let capture_path = out.join(match args.format {
+        crate::FileFormat::Pcap => "capture.pcap",
+        crate::FileFormat::Pcapng => "capture.pcapng",
+    });
+    let events_dir = out.join("events");
+    let started = (|| -> Result<(Session, PathBuf)> {
+        let session = Session::start(&args.capture, &capture_path, args.format)?;
+        std::fs::create_dir(&events_dir)?;
+        std::fs::set_permissions(&events_dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok((session, interposer_path()?))
+    })();
+    let (session, preload) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing half-written: the run directory goes with the failure.
+            std::fs::remove_dir_all(&out).ok();
+            return Err(e);
+        }
+    };
+    if let Some(u) = &invoker {
+        for p in [&out, &events_dir] {
+            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    let start = clock_now();
+    let ld_preload = match std::env::var_os("LD_PRELOAD") {
+        Some(existing) if !existing.is_empty() => {
+            let mut v = OsString::from(&preload);
+            v.push(":");
+            v.push(existing);
+            v
+        }
+        _ => preload.clone().into_os_string(),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(rest)
+        .env("LD_PRELOAD", ld_preload)
+        .env("NETBLAME_EVENTS_DIR", &events_dir);
+    if let Some(u) = &invoker {
+        cmd.uid(u.uid).gid(u.gid);
+        if let Some(home) = &u.home {
+            cmd.env("HOME", home);
+        }
+        if let Some(name) = &u.name {
+            cmd.env("USER", name).env("LOGNAME", name);
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            session.stop().ok();
+            std::fs::remove_dir_all(&out).ok();
+            let msg = format!("cannot run {}: {e}", Path::new(program).display());
+            return Err(if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow!(UsageError(msg))
+            } else {
+                anyhow!(msg)
+            });
+        }
+    };
+    let child_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Forward signals that another process sent to netblame; a terminal's Ctrl-C already
+    // reached CMD, which shares netblame's process group.
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for info in signals.forever() {
+            if info.process.is_some() {
+                if let Ok(sig) = nix::sys::signal::Signal::try_from(info.signal) {
+                    let _ = nix::sys::signal::kill(child_pid, sig);
+                }
+            }
+        }
+    });
+    let status = child.wait().context("waiting for the command")?;
+    let end = clock_now();
+    // Let the last packets (FINs, ACKs) reach the capture before stopping it.
+    std::thread::sleep(Duration::from_millis(args.grace_ms));
+    let stats = session.stop()?;
+    handle.close();
+    let _ = forwarder.join();
+    let code = exit_code(status);
+    let events = netblame_instrument::read_events(&events_dir)
+        .map(|c| c.events)
+        .unwrap_or_default();
+    let processes: std::collections::BTreeSet<u32> = events.iter().map(|e| e.pid).collect();
+    let manifest = json!({
+        "netblame_version": env!("CARGO_PKG_VERSION"),
+        "command": args.command,
+        "cwd": std::env::current_dir().ok(),
+        "start": start,
+        "end": end,
+        "exit_code": status.code(),
+        "exit_signal": status.signal(),
+        "interface": args.capture.iface,
+        "filter": args.capture.filter(),
+        "snaplen": args.capture.snaplen,
+        "backend": format!("{:?}", args.capture.backend).to_lowercase(),
+        "capture_file": capture_path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "events_dir": "events",
+        "packets_captured": stats.captured,
+        "packets_received_by_filter": stats.received,
+        "kernel_drops": stats.dropped,
+        "interface_drops": stats.if_dropped,
+        "events": events.len(),
+        "processes": processes.len(),
+        "run_as_uid": invoker.as_ref().map(|u| u.uid),
+    });
+    let manifest_path = out.join("manifest.json");
+    let mut f = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(f.create(true).write(true).truncate(true), 0o600);
+    let mut f = f.open(&manifest_path)?;
+    serde_json::to_writer_pretty(&mut f, &manifest)?;
+    f.write_all(b"\n")?;
+    if let Some(u) = &invoker {
+        for p in [&capture_path, &manifest_path] {
+            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    report(
+        &out,
+        &capture_path,
+        &stats,
+        events.len(),
+        processes.len(),
+        args,
+    )?;
+    Ok(code)
+}
+
+fn report(
+    out: &Path,
+    capture: &Path,
+    stats: &netblame_capture::CaptureStats,
+    events: usize,
+    processes: usize,
+    args: &RunArgs,
+) -> Result<()> {
+    let mut err = std::io::stderr().lock();
+    writeln!(err, "\nnetblame: run directory {}", out.display())?;
+    writeln!(
+        err,
+        "  capture: {} packets on {} ({}), {} dropped by the kernel{}",
+        stats.captured,
+        args.capture.iface,
+        args.capture.filter(),
+        stats.drops(),
+        if stats.drops() > 0 {
+            " -- the capture is incomplete"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        err,
+        "  events: {events} socket calls recorded from {processes} processes"
+    )?;
+    if args.capture.iface == "lo" {
+        writeln!(err, "  only loopback traffic was captured: traffic to other hosts needs --iface (e.g. --iface any)")?;
+    }
+    if let Ok((analysis, _)) = crate::flows::analyze_capture(capture, Default::default()) {
+        writeln!(err)?;
+        let file_stats = netblame_capture::FileStats {
+            kernel_drops: Some(stats.drops()),
+            ..Default::default()
+        };
+        crate::flows::print_table(&mut err, capture, &analysis, &file_stats)?;
+    }
+    Ok(())
+}
