@@ -42,6 +42,10 @@ bench-preload *ARGS:
     cargo build --release -p netblame-instrument --example pingpong
     python3 bench/bench_preload.py {{ARGS}}
 
-# Install netblame into ~/.cargo/bin.
+# Live capture under a 2 GB loopback transfer: netblame capture vs tcpdump (root; needs tcpdump).
+bench-capture *ARGS: release
+    python3 bench/bench_capture.py {{ARGS}}
+
+# Install netblame into ~/.cargo/bin (the interposer is embedded in the binary).
 install:
-    cargo install --path crates/cli
+    cargo install --locked --path crates/cli

@@ -286,6 +286,13 @@ impl<R: Read> CaptureReader<R> {
         Ok(self.end - self.start)
     }
 
+    /// The file ends inside the record at `offset`: note it and stop.
+    fn cut_short<T>(&mut self, offset: u64) -> Option<T> {
+        self.stats.truncated_at = Some(offset);
+        self.start = self.end;
+        None
+    }
+
     fn u16_at(&self, at: usize, big: bool) -> u16 {
         let b = [self.buf[at], self.buf[at + 1]];
         if big {
@@ -395,9 +402,7 @@ impl<R: Read> CaptureReader<R> {
             return Ok(None);
         }
         if have < 16 {
-            self.stats.truncated_at = Some(offset);
-            self.start = self.end;
-            return Ok(None);
+            return Ok(self.cut_short(offset));
         }
         let h = self.start;
         let secs = self.u32_at(h, big) as i64;
@@ -417,9 +422,7 @@ impl<R: Read> CaptureReader<R> {
         }
         let total = 16 + caplen as usize;
         if self.fill(total)? < total {
-            self.stats.truncated_at = Some(offset);
-            self.start = self.end;
-            return Ok(None);
+            return Ok(self.cut_short(offset));
         }
         let ts_ns = secs * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
         let data_start = self.start + 16;
@@ -445,9 +448,7 @@ impl<R: Read> CaptureReader<R> {
                 return Ok(None);
             }
             if have < 12 {
-                self.stats.truncated_at = Some(offset);
-                self.start = self.end;
-                return Ok(None);
+                return Ok(self.cut_short(offset));
             }
             let h = self.start;
             let raw_type = u32::from_le_bytes(self.buf[h..h + 4].try_into().expect("4 bytes"));
@@ -469,9 +470,7 @@ impl<R: Read> CaptureReader<R> {
             }
             let total = block_len as usize;
             if self.fill(total)? < total {
-                self.stats.truncated_at = Some(offset);
-                self.start = self.end;
-                return Ok(None);
+                return Ok(self.cut_short(offset));
             }
             if self.u32_at(h + total - 4, big) != block_len {
                 return Err(self.corrupt(offset, "pcapng block's trailing length does not match"));
@@ -506,8 +505,7 @@ impl<R: Read> CaptureReader<R> {
     fn read_section_header(&mut self, offset: u64) -> Result<(), ReadError> {
         let have = self.fill(28)?;
         if have < 28 {
-            self.stats.truncated_at = Some(offset);
-            self.start = self.end;
+            self.cut_short::<()>(offset);
             return Ok(());
         }
         let h = self.start;
@@ -535,8 +533,7 @@ impl<R: Read> CaptureReader<R> {
             ));
         }
         if self.fill(block_len as usize)? < block_len as usize {
-            self.stats.truncated_at = Some(offset);
-            self.start = self.end;
+            self.cut_short::<()>(offset);
             return Ok(());
         }
         self.start += block_len as usize;

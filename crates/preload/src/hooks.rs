@@ -277,44 +277,9 @@ write_like!(sendmsg, Call::Sendmsg, (fd: c_int, msg: *const msghdr, flags: c_int
 write_like!(write, Call::Write, (fd: c_int, buf: *const c_void, count: size_t), requested = count as u64, flags = 0);
 write_like!(writev, Call::Writev, (fd: c_int, iov: *const iovec, iovcnt: c_int), requested = iov_total(iov, iovcnt), flags = 0);
 
-/// sendfile's socket is its output fd.
-#[no_mangle]
-pub unsafe extern "C" fn sendfile(
-    out_fd: c_int,
-    in_fd: c_int,
-    offset: *mut off_t,
-    count: size_t,
-) -> ssize_t {
-    let Some(io) = begin(out_fd) else {
-        // SAFETY: the caller upholds libc's contract for sendfile.
-        return unsafe { real::sendfile(out_fd, in_fd, offset, count) };
-    };
-    // SAFETY: as above.
-    let r = unsafe { real::sendfile(out_fd, in_fd, offset, count) };
-    let err = errno();
-    io.finish(Kind::Send, Call::Sendfile, count as u64, r as i64, err, 0);
-    set_errno(err);
-    r
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn sendfile64(
-    out_fd: c_int,
-    in_fd: c_int,
-    offset: *mut off_t,
-    count: size_t,
-) -> ssize_t {
-    let Some(io) = begin(out_fd) else {
-        // SAFETY: the caller upholds libc's contract for sendfile64.
-        return unsafe { real::sendfile64(out_fd, in_fd, offset, count) };
-    };
-    // SAFETY: as above.
-    let r = unsafe { real::sendfile64(out_fd, in_fd, offset, count) };
-    let err = errno();
-    io.finish(Kind::Send, Call::Sendfile, count as u64, r as i64, err, 0);
-    set_errno(err);
-    r
-}
+// sendfile's socket is its output fd, its first argument.
+write_like!(sendfile, Call::Sendfile, (out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t), requested = count as u64, flags = 0);
+write_like!(sendfile64, Call::Sendfile, (out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t), requested = count as u64, flags = 0);
 
 /// recvmmsg and sendmmsg move several datagrams: one event per message, same call times.
 fn finish_multi(
