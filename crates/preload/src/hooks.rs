@@ -607,13 +607,17 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c
     r
 }
 
-fn env_name(name: *const c_char) -> Option<&'static [u8]> {
-    if name.is_null() {
-        return None;
+/// After a successful change of the environment variable named by `name` (up to a `=`, for
+/// putenv's "NAME=VALUE"), re-reads it if it is one netblame follows. Returns `r`.
+fn env_changed(r: c_int, name: *const c_char) -> c_int {
+    if r == 0 && !name.is_null() {
+        // SAFETY: the caller passed a NUL-terminated string (setenv/unsetenv/putenv contract);
+        // it is only read before this call returns.
+        let s = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+        let name = s.split(|&b| b == b'=').next().unwrap_or(s);
+        note(|| tags::changed(Some(name)));
     }
-    // SAFETY: the caller passed a NUL-terminated name (setenv/unsetenv contract). The slice is
-    // only used before this call returns.
-    Some(unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes())
+    r
 }
 
 #[no_mangle]
@@ -623,38 +627,19 @@ pub unsafe extern "C" fn setenv(
     overwrite: c_int,
 ) -> c_int {
     // SAFETY: the caller upholds libc's contract for setenv.
-    let r = unsafe { real::setenv(name, value, overwrite) };
-    if r == 0 {
-        if let Some(n) = env_name(name) {
-            note(|| tags::changed(Some(n)));
-        }
-    }
-    r
+    env_changed(unsafe { real::setenv(name, value, overwrite) }, name)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn unsetenv(name: *const c_char) -> c_int {
     // SAFETY: the caller upholds libc's contract for unsetenv.
-    let r = unsafe { real::unsetenv(name) };
-    if r == 0 {
-        if let Some(n) = env_name(name) {
-            note(|| tags::changed(Some(n)));
-        }
-    }
-    r
+    env_changed(unsafe { real::unsetenv(name) }, name)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn putenv(string: *mut c_char) -> c_int {
     // SAFETY: the caller upholds libc's contract for putenv.
-    let r = unsafe { real::putenv(string) };
-    if r == 0 {
-        if let Some(s) = env_name(string) {
-            let name = s.split(|&b| b == b'=').next().unwrap_or(s);
-            note(|| tags::changed(Some(name)));
-        }
-    }
-    r
+    env_changed(unsafe { real::putenv(string) }, string)
 }
 
 #[no_mangle]
