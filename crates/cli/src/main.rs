@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod capture;
 mod events;
 mod flows;
@@ -38,6 +39,30 @@ enum Command {
     Capture(CaptureArgs),
     /// Run a command, capturing its traffic and recording its socket calls.
     Run(RunArgs),
+    /// Say where the time of every read went: network (loss, peer) or program.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// A run directory written by `netblame run`.
+    #[arg(conflicts_with_all = ["pcap", "events"])]
+    pub run_dir: Option<PathBuf>,
+    /// A capture file (instead of a run directory).
+    #[arg(long, value_name = "FILE", requires = "events")]
+    pub pcap: Option<PathBuf>,
+    /// An event log or directory of them (with --pcap).
+    #[arg(long, value_name = "PATH", requires = "pcap")]
+    pub events: Option<PathBuf>,
+    /// A cause smaller than this (ms) gives the verdict `ok`.
+    #[arg(long = "threshold", default_value_t = 1.0, value_name = "MS")]
+    pub threshold_ms: f64,
+    /// Write the reads, flows and packets tables as CSV into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub csv: Option<PathBuf>,
+    /// Write the reads, flows and packets tables as Parquet into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub parquet: Option<PathBuf>,
 }
 
 /// An invocation error: printed, then exit status 2.
@@ -155,6 +180,7 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(&args).map(|()| 0),
         Command::Capture(args) => capture::run(&args).map(|()| 0),
         Command::Run(args) => run::run(&args),
+        Command::Analyze(args) => analyze::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

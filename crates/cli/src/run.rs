@@ -287,18 +287,30 @@ fn report(
     )?;
     writeln!(
         err,
-        "  events: {events} socket calls recorded from {processes} processes"
+        "  events: {events} socket events recorded from {processes} processes"
     )?;
     if args.capture.iface == "lo" {
         writeln!(err, "  only loopback traffic was captured: traffic to other hosts needs --iface (e.g. --iface any)")?;
     }
-    if let Ok((analysis, _)) = crate::flows::analyze_capture(capture, Default::default()) {
-        writeln!(err)?;
-        let file_stats = netblame_capture::FileStats {
-            kernel_drops: Some(stats.drops()),
-            ..Default::default()
-        };
-        crate::flows::print_table(&mut err, capture, &analysis, &file_stats)?;
+    // The analysis: report.txt and tables/ (CSV and Parquet) in the run directory, and the
+    // report on stderr (stdout was the command's).
+    let mut text = Vec::new();
+    let tables = out.join("tables");
+    let events_dir = out.join("events");
+    match crate::analyze::analyze(
+        capture,
+        &events_dir,
+        1.0,
+        Some(&tables),
+        Some(&tables),
+        &mut text,
+    ) {
+        Ok(()) => {
+            std::fs::write(out.join("report.txt"), &text)?;
+            writeln!(err)?;
+            err.write_all(&text)?;
+        }
+        Err(e) => writeln!(err, "  analysis failed: {e:#}")?,
     }
     Ok(())
 }

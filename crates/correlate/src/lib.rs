@@ -6,11 +6,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod blame;
 pub mod decode;
 pub mod flows;
 pub mod seq;
 pub mod timeline;
 
+pub use blame::{blame, Blame, CallKind, ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict};
 pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
 pub use flows::{
     Analysis, Analyzer, AnalyzerConfig, CaptureQuality, Direction, DirectionStats, Endpoint, Flow,
