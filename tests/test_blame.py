@@ -66,3 +66,80 @@ def test_loss_delay_equals_the_retransmission_time_in_the_capture(netns, tmp_pat
     retransmission_time = int(sent[1]["ts_ns"]) - int(sent[0]["ts_ns"])
     assert int(first["retransmitted_bytes"]) == 500
     assert abs(int(first["loss_delay_ns"]) - retransmission_time) <= 2 * MS, (first, retransmission_time)
+
+
+PYTEST_SESSION = '''
+import os, socket, subprocess, sys, time
+import pytest
+
+SERVER = r"""
+import socket, sys, threading, time
+def serve(port, think):
+    srv = socket.create_server(("127.0.0.1", port))
+    while True:
+        c, _ = srv.accept()
+        while c.recv(100):
+            time.sleep(think)
+            c.sendall(b"r" * 600)
+        c.close()
+for port, think in ((5061, 0.2), (5062, 0.0), (5063, 0.0)):
+    threading.Thread(target=serve, args=(port, think), daemon=True).start()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+@pytest.fixture(scope="module", autouse=True)
+def server():
+    # The server is another program: not recorded, and not part of any test.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PYTEST_CURRENT_TEST")}
+    p = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "ready"
+    yield
+    p.kill()
+
+def roundtrip(port):
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"req")
+    data = b""
+    while len(data) < 600:
+        data += c.recv(1000)
+    c.close()
+
+def test_slow_server():
+    roundtrip(5061)
+
+def test_lossy_network():
+    roundtrip(5062)
+
+def test_fast():
+    roundtrip(5063)
+'''
+
+
+def test_pytest_session_blames_the_right_test_for_the_right_reason(netns, tmp_path):
+    need_tool("nft")
+    rules = ("add table inet nbdrop\n"
+             "add chain inet nbdrop in { type filter hook input priority 0; }\n"
+             "add rule inet nbdrop in tcp sport 5062 meta length > 600 numgen inc mod 1000 == 0 counter drop\n")
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=rules, text=True, check=True)
+    (tmp_path / "test_session.py").write_text(PYTEST_SESSION)
+    out = tmp_path / "run"
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_session.py"],
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(out / "tables" / "reads.csv") as f:
+        reads = [x for x in csv.DictReader(f) if x["phase"] == "call" and int(x["bytes"]) > 0]
+    worst = {}
+    for x in reads:
+        cost = max(int(x["loss_delay_ns"]), int(x["peer_wait_ns"]), int(x["buffer_wait_ns"]), int(x["wakeup_ns"]))
+        if x["test"] not in worst or cost > worst[x["test"]][0]:
+            worst[x["test"]] = (cost, x["verdict"])
+    assert {t: v for t, (_, v) in worst.items()} == {
+        "test_session.py::test_slow_server": "peer-slow",
+        "test_session.py::test_lossy_network": "loss",
+        "test_session.py::test_fast": "ok",
+    }, worst
+    report = (out / "report.txt").read_text()
+    assert "test_session.py::test_slow_server (call)" in report and "worst: peer-slow" in report
+    assert "worst: loss" in report
