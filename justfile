@@ -46,6 +46,11 @@ bench-preload *ARGS:
 bench-capture *ARGS: release
     python3 bench/bench_capture.py {{ARGS}}
 
+# `netblame analyze` on a generated run of 1 M reads, 1 M sends and 4 M packets.
+bench-analyze *ARGS: release
+    cargo build --release -p netblame-cli --example gen_run
+    python3 bench/bench_analyze.py {{ARGS}}
+
 # Install netblame into ~/.cargo/bin (the interposer is embedded in the binary).
 install:
     cargo install --locked --path crates/cli

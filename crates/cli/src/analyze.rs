@@ -14,9 +14,9 @@ use crate::fmt::{bytes as fmt_bytes, duration};
 use crate::{AnalyzeArgs, UsageError};
 
 /// The recorded events as the correlator takes them.
-pub fn socket_calls(events: &[Event]) -> Vec<SocketCall> {
+pub fn socket_calls(events: Vec<Event>) -> Vec<SocketCall> {
     events
-        .iter()
+        .into_iter()
         .map(|e| SocketCall {
             kind: match e.kind {
                 Kind::Open => CallKind::Open,
@@ -34,7 +34,7 @@ pub fn socket_calls(events: &[Event]) -> Vec<SocketCall> {
             bytes: e.bytes,
             offset: e.offset,
             peek: e.peek,
-            test: e.test.clone(),
+            test: e.test,
             local: e.local,
             peer: e.peer,
             tcp: e.proto != Some(Proto::Udp),
@@ -97,7 +97,7 @@ pub fn analyze(
     if let Some(damage) = &contents.damage {
         eprintln!("netblame: warning: {damage}; analysing the complete events before it");
     }
-    let calls = socket_calls(&contents.events);
+    let calls = socket_calls(contents.events);
     let threshold_ns = (threshold_ms * 1e6) as i64;
     let result = blame(&analysis, &calls, threshold_ns);
     for (dir, format) in [(csv, TableFormat::Csv), (parquet, TableFormat::Parquet)] {
@@ -225,6 +225,11 @@ fn report(
         (c.t_return_ns - c.t_call_ns) + r.timing.buffer_wait_ns
     };
     let mut slow: Vec<&&ReadBlame> = data.iter().collect();
+    let top = slow.len().min(10);
+    if top > 0 && top < slow.len() {
+        slow.select_nth_unstable_by_key(top - 1, |r| std::cmp::Reverse(cost(r)));
+    }
+    slow.truncate(top);
     slow.sort_by_key(|r| std::cmp::Reverse(cost(r)));
     writeln!(out, "\nslowest reads:")?;
     for r in slow.iter().take(10) {

@@ -286,7 +286,7 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
         });
     }
     let pid = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-    let mut raws = Vec::new();
+    let mut resolver = Resolver::default();
     let mut damage = None;
     // Zero records seen since the last committed one: torn if a committed record follows.
     let mut zeros_from: Option<u64> = None;
@@ -316,7 +316,7 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
                     }
                     r.pid = pid;
                     r.stream |= u64::from(pid) << 32;
-                    raws.push(r);
+                    resolver.push(r);
                 }
                 None if rec.iter().all(|&b| b == 0) => {
                     zeros_from.get_or_insert(offset);
@@ -336,7 +336,7 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
         }
     }
     Ok(LogContents {
-        events: resolve(&raws),
+        events: resolver.finish(),
         damage,
     })
 }
@@ -355,40 +355,66 @@ fn read_full(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Turns raw records into events, resolving interned strings.
-fn resolve(raws: &[RawRecord]) -> Vec<Event> {
-    let mut parts: HashMap<u32, Vec<u8>> = HashMap::new();
-    for r in raws.iter().filter(|r| r.kind == Kind::Str) {
-        let s = parts.entry(r.test_id).or_default();
-        let total = r.result.max(0) as usize;
-        if s.len() < total {
-            s.resize(total, 0);
-        }
-        let start = r.offset as usize;
-        if start + r.chunk.len() <= s.len() {
-            s[start..start + r.chunk.len()].copy_from_slice(&r.chunk);
+/// Turns raw records into events as they are read (so a large log is held once, as events),
+/// resolving interned strings and open events' peer addresses at the end.
+#[derive(Default)]
+struct Resolver {
+    parts: HashMap<u32, Vec<u8>>,
+    peers: HashMap<u64, SocketAddr>,
+    events: Vec<Event>,
+    /// (test string id, label string id) of each event.
+    ids: Vec<(u32, u32)>,
+}
+
+impl Resolver {
+    fn push(&mut self, r: RawRecord) {
+        match r.kind {
+            Kind::Str => {
+                let s = self.parts.entry(r.test_id).or_default();
+                let total = r.result.max(0) as usize;
+                if s.len() < total {
+                    s.resize(total, 0);
+                }
+                let start = r.offset as usize;
+                if start + r.chunk.len() <= s.len() {
+                    s[start..start + r.chunk.len()].copy_from_slice(&r.chunk);
+                }
+            }
+            // An open event's peer address travels in the OpenPeer record that follows it.
+            Kind::OpenPeer => {
+                if let Some((_, peer)) = r.addrs {
+                    self.peers.insert(r.stream, peer);
+                }
+            }
+            _ => {
+                self.ids.push((r.test_id, r.label_id));
+                self.events.push(Event::from_raw(&r, &HashMap::new()));
+            }
         }
     }
-    let strings: HashMap<u32, String> = parts
-        .into_iter()
-        .map(|(id, b)| (id, String::from_utf8_lossy(&b).into_owned()))
-        .collect();
-    // An open event's peer address travels in the OpenPeer record that follows it.
-    let peers: HashMap<u64, SocketAddr> = raws
-        .iter()
-        .filter(|r| r.kind == Kind::OpenPeer)
-        .filter_map(|r| Some((r.stream, r.addrs?.1)))
-        .collect();
-    raws.iter()
-        .filter(|r| r.kind != Kind::Str && r.kind != Kind::OpenPeer)
-        .map(|r| {
-            let mut e = Event::from_raw(r, &strings);
-            if e.kind == Kind::Open {
-                e.peer = peers.get(&r.stream).copied();
+
+    fn finish(mut self) -> Vec<Event> {
+        let strings: HashMap<u32, String> = self
+            .parts
+            .into_iter()
+            .map(|(id, b)| (id, String::from_utf8_lossy(&b).into_owned()))
+            .collect();
+        let get = |id: u32| {
+            if id == 0 {
+                None
+            } else {
+                strings.get(&id).cloned()
             }
-            e
-        })
-        .collect()
+        };
+        for (e, &(test, label)) in self.events.iter_mut().zip(&self.ids) {
+            e.test = get(test);
+            e.label = get(label);
+            if e.kind == Kind::Open {
+                e.peer = self.peers.get(&e.stream).copied();
+            }
+        }
+        self.events
+    }
 }
 
 /// Reads JSON Lines events; blank lines are skipped. Stops at the first bad line, reporting it.
