@@ -155,3 +155,48 @@ def test_pytest_session_blames_the_right_test_for_the_right_reason(netns, tmp_pa
     report = (out / "report.txt").read_text()
     assert "test_session.py::test_slow_server (call)" in report and "worst: peer-slow" in report
     assert "worst: loss" in report
+
+
+def worst_by_test(report):
+    """The 'worst:' verdict of each test in the per-test section of a report."""
+    lines = report.split("per test:")[1].split("per connection:")[0].splitlines()
+    return {name.strip(): detail.rsplit("worst: ", 1)[1] for name, detail in zip(lines[1::2], lines[2::2])}
+
+
+def test_shipped_demo_run_gives_every_loopback_verdict():
+    demo = ROOT / "fixtures" / "demo-run"
+    r = subprocess.run([str(netblame_path()), "analyze", "--pcap", str(demo / "capture.pcap"), "--events",
+                        str(demo / "events")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert worst_by_test(r.stdout) == {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late"}
+
+
+def test_demo_live(tmp_path):
+    need_root("the demo's live capture")
+    r = subprocess.run([str(netblame_path()), "demo", "--out", str(tmp_path / "demo")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "peer-slow" in r.stdout and "app-late" in r.stdout
+    for name in ("capture.pcap", "report.txt", "tables/reads.parquet", "tables/reads.csv"):
+        assert (tmp_path / "demo" / name).exists(), name
+    # Per test, with the threshold above scheduling noise (see THRESHOLD_MS).
+    a = subprocess.run([str(netblame_path()), "analyze", str(tmp_path / "demo"), "--threshold", str(THRESHOLD_MS)],
+                       capture_output=True, text=True)
+    assert worst_by_test(a.stdout) == {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late"}
+
+
+def test_demo_without_privileges_shows_the_shipped_run(tmp_path):
+    need_root("dropping privileges with setpriv")
+    need_tool("setpriv")
+    import os
+    import tempfile
+    base = tempfile.mkdtemp(prefix="netblame-demo-")
+    os.chmod(base, 0o777)
+    r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all",
+                        str(netblame_path()), "demo", "--out", os.path.join(base, "d")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "CAP_NET_RAW" in r.stderr and "recorded earlier" in r.stderr
+    assert worst_by_test(r.stdout) == {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late"}
+    import shutil
+    shutil.rmtree(base)

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod capture;
+mod demo;
 mod events;
 mod flows;
 mod fmt;
@@ -41,6 +42,15 @@ enum Command {
     Run(RunArgs),
     /// Say where the time of every read went: network (loss, peer) or program.
     Analyze(AnalyzeArgs),
+    /// See netblame at work: a built-in client and server with a slow peer and a late reader.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Run directory (default: a new folder under ./netblame-runs/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +191,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(&args).map(|()| 0),
         Command::Run(args) => run::run(&args),
         Command::Analyze(args) => analyze::run(&args).map(|()| 0),
+        Command::Demo(args) => demo::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -165,6 +165,11 @@ impl RecordedTcpStream {
     pub fn get_ref(&self) -> &TcpStream {
         &self.inner
     }
+
+    /// Attributes the following calls to `tag` (as `NETBLAME_TAG` does for the interposer).
+    pub fn set_tag(&mut self, tag: Option<&str>) {
+        self.rec.test = tag.map(str::to_string);
+    }
 }
 
 impl Read for RecordedTcpStream {
