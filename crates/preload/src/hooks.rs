@@ -227,8 +227,9 @@ fn in_vfork_child() -> bool {
     unsafe { libc::getpid() as u32 != crate::pid() }
 }
 
-macro_rules! read_like {
-    ($name:ident, $call:expr, ($fd:ident: $fdty:ty $(, $arg:ident: $ty:ty)*), requested = $req:expr, flags = $flags:expr) => {
+/// An interposed read or write: the real call, then one event for a tracked socket.
+macro_rules! io_hook {
+    ($kind:expr, $name:ident, $call:expr, ($fd:ident: $fdty:ty $(, $arg:ident: $ty:ty)*), requested = $req:expr, flags = $flags:expr) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name($fd: $fdty $(, $arg: $ty)*) -> ssize_t {
             let Some(io) = begin($fd) else {
@@ -238,48 +239,30 @@ macro_rules! read_like {
             // SAFETY: as above.
             let r = unsafe { real::$name($fd $(, $arg)*) };
             let err = errno();
-            io.finish(Kind::Recv, $call, $req, r as i64, err, $flags);
+            io.finish($kind, $call, $req, r as i64, err, $flags);
             set_errno(err);
             r
         }
     };
 }
 
-macro_rules! write_like {
-    ($name:ident, $call:expr, ($fd:ident: $fdty:ty $(, $arg:ident: $ty:ty)*), requested = $req:expr, flags = $flags:expr) => {
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($fd: $fdty $(, $arg: $ty)*) -> ssize_t {
-            let Some(io) = begin($fd) else {
-                // SAFETY: the caller upholds libc's contract for this call.
-                return unsafe { real::$name($fd $(, $arg)*) };
-            };
-            // SAFETY: as above.
-            let r = unsafe { real::$name($fd $(, $arg)*) };
-            let err = errno();
-            io.finish(Kind::Send, $call, $req, r as i64, err, $flags);
-            set_errno(err);
-            r
-        }
-    };
-}
-
-read_like!(recv, Call::Recv, (fd: c_int, buf: *mut c_void, len: size_t, flags: c_int), requested = len as u64, flags = flags);
-read_like!(__recv_chk, Call::Recv, (fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int), requested = len as u64, flags = flags);
-read_like!(recvfrom, Call::Recvfrom, (fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t), requested = len as u64, flags = flags);
-read_like!(__recvfrom_chk, Call::Recvfrom, (fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t), requested = len as u64, flags = flags);
-read_like!(recvmsg, Call::Recvmsg, (fd: c_int, msg: *mut msghdr, flags: c_int), requested = msg_total(msg), flags = flags);
-read_like!(read, Call::Read, (fd: c_int, buf: *mut c_void, count: size_t), requested = count as u64, flags = 0);
-read_like!(__read_chk, Call::Read, (fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t), requested = count as u64, flags = 0);
-read_like!(readv, Call::Readv, (fd: c_int, iov: *const iovec, iovcnt: c_int), requested = iov_total(iov, iovcnt), flags = 0);
-write_like!(send, Call::Send, (fd: c_int, buf: *const c_void, len: size_t, flags: c_int), requested = len as u64, flags = flags);
-write_like!(sendto, Call::Sendto, (fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, addrlen: socklen_t), requested = len as u64, flags = flags);
-write_like!(sendmsg, Call::Sendmsg, (fd: c_int, msg: *const msghdr, flags: c_int), requested = msg_total(msg), flags = flags);
-write_like!(write, Call::Write, (fd: c_int, buf: *const c_void, count: size_t), requested = count as u64, flags = 0);
-write_like!(writev, Call::Writev, (fd: c_int, iov: *const iovec, iovcnt: c_int), requested = iov_total(iov, iovcnt), flags = 0);
+io_hook!(Kind::Recv, recv, Call::Recv, (fd: c_int, buf: *mut c_void, len: size_t, flags: c_int), requested = len as u64, flags = flags);
+io_hook!(Kind::Recv, __recv_chk, Call::Recv, (fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int), requested = len as u64, flags = flags);
+io_hook!(Kind::Recv, recvfrom, Call::Recvfrom, (fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t), requested = len as u64, flags = flags);
+io_hook!(Kind::Recv, __recvfrom_chk, Call::Recvfrom, (fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t), requested = len as u64, flags = flags);
+io_hook!(Kind::Recv, recvmsg, Call::Recvmsg, (fd: c_int, msg: *mut msghdr, flags: c_int), requested = msg_total(msg), flags = flags);
+io_hook!(Kind::Recv, read, Call::Read, (fd: c_int, buf: *mut c_void, count: size_t), requested = count as u64, flags = 0);
+io_hook!(Kind::Recv, __read_chk, Call::Read, (fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t), requested = count as u64, flags = 0);
+io_hook!(Kind::Recv, readv, Call::Readv, (fd: c_int, iov: *const iovec, iovcnt: c_int), requested = iov_total(iov, iovcnt), flags = 0);
+io_hook!(Kind::Send, send, Call::Send, (fd: c_int, buf: *const c_void, len: size_t, flags: c_int), requested = len as u64, flags = flags);
+io_hook!(Kind::Send, sendto, Call::Sendto, (fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, addrlen: socklen_t), requested = len as u64, flags = flags);
+io_hook!(Kind::Send, sendmsg, Call::Sendmsg, (fd: c_int, msg: *const msghdr, flags: c_int), requested = msg_total(msg), flags = flags);
+io_hook!(Kind::Send, write, Call::Write, (fd: c_int, buf: *const c_void, count: size_t), requested = count as u64, flags = 0);
+io_hook!(Kind::Send, writev, Call::Writev, (fd: c_int, iov: *const iovec, iovcnt: c_int), requested = iov_total(iov, iovcnt), flags = 0);
 
 // sendfile's socket is its output fd, its first argument.
-write_like!(sendfile, Call::Sendfile, (out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t), requested = count as u64, flags = 0);
-write_like!(sendfile64, Call::Sendfile, (out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t), requested = count as u64, flags = 0);
+io_hook!(Kind::Send, sendfile, Call::Sendfile, (out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t), requested = count as u64, flags = 0);
+io_hook!(Kind::Send, sendfile64, Call::Sendfile, (out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t), requested = count as u64, flags = 0);
 
 /// recvmmsg and sendmmsg move several datagrams: one event per message, same call times.
 fn finish_multi(
