@@ -83,6 +83,14 @@ class Testbed:
         self.created = []
 
     def __enter__(self):
+        try:
+            return self._setup()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: remove what was made.
+            self.__exit__(None, None, None)
+            raise
+
+    def _setup(self):
         for ns in dict.fromkeys([self.server_ns, self.client_ns]):
             sh("ip", "netns", "add", ns)
             self.created.append(ns)
