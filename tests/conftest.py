@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,26 @@ def flows_json(netblame, capture):
 def by_direction(doc):
     """Flow rows keyed like tcptrace_ref: 'src:port>dst:port'."""
     return {f"{r['src_addr']}:{r['src_port']}>{r['dst_addr']}:{r['dst_port']}": r for r in doc["flows"]}
+
+
+@pytest.fixture
+def netns():
+    """A private network namespace with lo up (MTU 1500), deleted afterwards."""
+    need_root("live capture in a network namespace")
+    name = f"nbt-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up", "mtu", "1500"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def drop_first_segment(ns, sport, min_len):
+    """nftables in `ns` drops, after capture (input hook), the first segment from `sport`
+    longer than `min_len`: it is retransmitted."""
+    need_tool("nft")
+    rules = ("add table inet nbdrop\n"
+             "add chain inet nbdrop in { type filter hook input priority 0; }\n"
+             f"add rule inet nbdrop in tcp sport {sport} meta length > {min_len} numgen inc mod 1000 == 0 counter drop\n")
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)

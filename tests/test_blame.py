@@ -3,25 +3,11 @@
 import csv
 import subprocess
 import sys
-import uuid
 
-import pytest
-from conftest import ROOT, need_root, need_tool, netblame_path
+from conftest import ROOT, drop_first_segment, need_root, need_tool, netblame_path
 
 PROGRAM = ROOT / "tests" / "programs" / "blame_program.py"
 MS = 1_000_000
-
-
-@pytest.fixture
-def netns():
-    need_root("live capture in a network namespace")
-    name = f"nbb-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up", "mtu", "1500"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 # The run's own analysis uses the default 1 ms threshold; the tests re-analyse with 20 ms so that
@@ -63,12 +49,7 @@ def test_peer_slow_app_late_and_ok(netns, tmp_path):
 
 
 def test_loss_delay_equals_the_retransmission_time_in_the_capture(netns, tmp_path):
-    need_tool("nft")
-    # Drop the first 500-byte response after capture (input hook): it is retransmitted.
-    rules = ("add table inet nbdrop\n"
-             "add chain inet nbdrop in { type filter hook input priority 0; }\n"
-             "add rule inet nbdrop in tcp sport 5055 meta length > 500 numgen inc mod 1000 == 0 counter drop\n")
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=rules, text=True, check=True)
+    drop_first_segment(netns, 5055, 500)  # the first 500-byte response
     out, report, client = run_program(netns, tmp_path, 0, 0)
     first = client[0]
     assert first["verdict"] == "loss", first
@@ -130,11 +111,7 @@ def test_fast():
 
 
 def test_pytest_session_blames_the_right_test_for_the_right_reason(netns, tmp_path):
-    need_tool("nft")
-    rules = ("add table inet nbdrop\n"
-             "add chain inet nbdrop in { type filter hook input priority 0; }\n"
-             "add rule inet nbdrop in tcp sport 5062 meta length > 600 numgen inc mod 1000 == 0 counter drop\n")
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=rules, text=True, check=True)
+    drop_first_segment(netns, 5062, 600)  # the lossy test's response
     (tmp_path / "test_session.py").write_text(PYTEST_SESSION)
     out = tmp_path / "run"
     r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",

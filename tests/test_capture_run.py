@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from conftest import ROOT, need_root, need_tool, netblame_path
@@ -17,19 +16,6 @@ PROGRAMS = ROOT / "tests" / "programs" / "socket_programs.py"
 
 def sh(*cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
-
-
-@pytest.fixture
-def netns():
-    """A private network namespace with lo up (MTU 1500), deleted afterwards."""
-    need_root("live capture in a network namespace")
-    name = f"nbt-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up", "mtu", "1500")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def nb(*args, ns=None, **kw):

@@ -1,8 +1,6 @@
 """`netblame flows` end to end: committed fixtures, bad input, tables, and a differential test
 against tcptrace on fresh captures with known loss."""
 
-import json
-import shutil
 import struct
 import subprocess
 

@@ -84,22 +84,13 @@ impl Io {
         } else {
             0
         };
-        let mut r = RawRecord::new(kind);
-        r.call = call;
-        r.flags = (if tcp { flags::TCP } else { 0 })
-            | (if peek { flags::PEEK } else { 0 })
+        let mut r = base_record(kind, call, self.fd, state, self.t_call, t_return);
+        r.flags |= (if peek { flags::PEEK } else { 0 })
             | (if nonblocking { flags::NONBLOCKING } else { 0 });
-        r.pid = crate::pid();
-        r.tid = crate::tid();
-        r.fd = self.fd;
-        r.t_call_ns = self.t_call;
-        r.t_return_ns = t_return;
         r.requested = requested;
         r.result = result;
         r.errno = if result < 0 { err } else { 0 };
-        r.test_id = tags::current();
         r.offset = fds::advance(self.fd, kind == Kind::Recv, moved);
-        r.stream = fds::stream_id(r.pid, state);
         log::append(&r);
     }
 }
@@ -168,6 +159,27 @@ fn caller_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
     to_socket_addr(&ss)
 }
 
+/// The fields every event of a tracked socket carries.
+fn base_record(
+    kind: Kind,
+    call: Call,
+    fd: c_int,
+    state: u64,
+    t_call: i64,
+    t_return: i64,
+) -> RawRecord {
+    let mut r = RawRecord::new(kind);
+    r.call = call;
+    r.flags = if state & fds::TCP != 0 { flags::TCP } else { 0 };
+    r.pid = crate::pid();
+    r.tid = crate::tid();
+    r.fd = fd;
+    (r.t_call_ns, r.t_return_ns) = (t_call, t_return);
+    r.test_id = tags::current();
+    r.stream = fds::stream_id(r.pid, state);
+    r
+}
+
 /// Writes the open event of `fd`'s stream, reading the addresses right now.
 fn record_open(fd: c_int, state: u64, call: Call, peer: Option<SocketAddr>) {
     fds::set_flags(fd, fds::OPENED);
@@ -183,16 +195,8 @@ fn record_open(fd: c_int, state: u64, call: Call, peer: Option<SocketAddr>) {
             0,
         )
     };
-    let mut r = RawRecord::new(Kind::Open);
-    r.call = call;
-    r.flags = if state & fds::TCP != 0 { flags::TCP } else { 0 };
-    r.pid = crate::pid();
-    r.tid = crate::tid();
-    r.fd = fd;
     let now = crate::realtime_ns();
-    (r.t_call_ns, r.t_return_ns) = (now, now);
-    r.test_id = tags::current();
-    r.stream = fds::stream_id(r.pid, state);
+    let mut r = base_record(Kind::Open, call, fd, state, now, now);
     r.addrs = match (local, peer) {
         (Some(l), Some(p)) => Some((l, p)),
         (Some(l), None) => Some((l, unspecified(&l))),
@@ -428,17 +432,8 @@ pub unsafe extern "C" fn accept4(
 }
 
 fn record_close(fd: c_int, state: u64) {
-    let mut r = RawRecord::new(Kind::Close);
-    r.call = Call::Close;
-    r.flags = if state & fds::TCP != 0 { flags::TCP } else { 0 };
-    r.pid = crate::pid();
-    r.tid = crate::tid();
-    r.fd = fd;
     let now = crate::realtime_ns();
-    (r.t_call_ns, r.t_return_ns) = (now, now);
-    r.test_id = tags::current();
-    r.stream = fds::stream_id(r.pid, state);
-    log::append(&r);
+    log::append(&base_record(Kind::Close, Call::Close, fd, state, now, now));
 }
 
 /// Records the close of a tracked fd and forgets it (before the real close, so a concurrent
