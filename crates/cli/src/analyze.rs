@@ -1,12 +1,13 @@
 //! `netblame analyze RUN_DIR`: join the recorded socket calls with the capture and say where the
 //! time of every read went (docs/timing-model.md).
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use netblame_correlate::{blame, AnalyzerConfig, Blame, CallKind, ReadBlame, SocketCall, Verdict};
+use netblame_correlate::{
+    blame, summary, AnalyzerConfig, Blame, CallKind, ReadBlame, SocketCall, Totals, Verdict,
+};
 use netblame_export::TableFormat;
 use netblame_instrument::{Event, Kind, Proto};
 
@@ -102,12 +103,7 @@ pub fn analyze(
     let result = blame(&analysis, &calls, threshold_ns);
     for (dir, format) in [(csv, TableFormat::Csv), (parquet, TableFormat::Parquet)] {
         if let Some(dir) = dir {
-            let mut reads = netblame_export::reads_frame(&calls, &result)?;
-            netblame_export::write_table(dir, "reads", &mut reads, format)?;
-            let mut flows = netblame_export::flows_frame(&analysis)?;
-            netblame_export::write_table(dir, "flows", &mut flows, format)?;
-            let mut packets = netblame_export::packets_frame(&analysis)?;
-            netblame_export::write_table(dir, "packets", &mut packets, format)
+            write_tables(dir, format, &analysis, &calls, &result)
                 .with_context(|| format!("writing tables into {}", dir.display()))?;
         }
     }
@@ -115,53 +111,40 @@ pub fn analyze(
     Ok(())
 }
 
-#[derive(Default)]
-struct Totals {
-    reads: u64,
-    bytes: u64,
-    in_call: i64,
-    loss: i64,
-    peer: i64,
-    app: i64,
-    wakeup: i64,
-    worst: Option<(i64, Verdict)>,
+/// Writes the five tables (docs/tables.md) into `dir`.
+fn write_tables(
+    dir: &Path,
+    format: TableFormat,
+    analysis: &netblame_correlate::Analysis,
+    calls: &[SocketCall],
+    result: &Blame,
+) -> Result<()> {
+    use netblame_export as x;
+    let frames = [
+        ("reads", x::reads_frame(calls, result)?),
+        ("sends", x::sends_frame(calls, result)?),
+        ("tests", x::tests_frame(calls, result)?),
+        ("flows", x::flows_frame(analysis)?),
+        ("packets", x::packets_frame(analysis)?),
+    ];
+    for (name, mut frame) in frames {
+        x::write_table(dir, name, &mut frame, format)?;
+    }
+    Ok(())
 }
 
-impl Totals {
-    fn add(&mut self, c: &SocketCall, r: &ReadBlame) {
-        self.reads += 1;
-        self.bytes += c.bytes.max(0) as u64;
-        self.in_call += c.t_return_ns - c.t_call_ns;
-        self.loss += r.timing.loss_delay_ns;
-        self.peer += r.timing.peer_wait_ns;
-        self.app += r.timing.buffer_wait_ns;
-        self.wakeup += r.timing.wakeup_ns;
-        // The worst verdict is the one of the read that lost the most time to its cause.
-        let cost = match r.verdict {
-            Verdict::Loss => r.timing.loss_delay_ns,
-            Verdict::PeerSlow => r.timing.peer_wait_ns,
-            Verdict::AppLate => r.timing.buffer_wait_ns,
-            Verdict::WakeupLate => r.timing.wakeup_ns,
-            _ => 0,
-        };
-        if self.worst.is_none_or(|(w, _)| cost > w) {
-            self.worst = Some((cost, r.verdict));
-        }
-    }
+fn breakdown(t: &Totals) -> String {
+    format!(
+        "loss {}, peer {}, program {}, wakeup {}",
+        duration(t.loss_delay_ns),
+        duration(t.peer_wait_ns),
+        duration(t.buffer_wait_ns),
+        duration(t.wakeup_ns)
+    )
+}
 
-    fn blamed(&self) -> i64 {
-        self.loss + self.peer + self.app + self.wakeup
-    }
-
-    fn breakdown(&self) -> String {
-        format!(
-            "loss {}, peer {}, program {}, wakeup {}",
-            duration(self.loss),
-            duration(self.peer),
-            duration(self.app),
-            duration(self.wakeup)
-        )
-    }
+fn worst(t: &Totals) -> &'static str {
+    t.worst_verdict().map_or("-", Verdict::as_str)
 }
 
 fn share(part: i64, whole: i64) -> String {
@@ -178,34 +161,28 @@ fn report(
     b: &Blame,
     threshold_ms: f64,
 ) -> io::Result<()> {
-    let data: Vec<&ReadBlame> = b
-        .reads
-        .iter()
-        .filter(|r| r.verdict != Verdict::NoData)
-        .collect();
-    let mut all = Totals::default();
-    let mut verdicts: BTreeMap<Verdict, u64> = BTreeMap::new();
-    for r in &data {
-        all.add(&calls[r.call], r);
-        *verdicts.entry(r.verdict).or_default() += 1;
-    }
+    let all = summary::overall(calls, b);
     writeln!(
         out,
-        "netblame: {} reads with data ({}), {} sends",
-        data.len(),
-        fmt_bytes(all.bytes),
-        b.sends.len()
+        "netblame: {} reads with data ({}), {} sends ({})",
+        all.reads,
+        fmt_bytes(all.read_bytes),
+        all.sends,
+        fmt_bytes(all.send_bytes)
     )?;
-    let whole = all.blamed();
+    let whole = all.blamed_ns();
     writeln!(
         out,
         "\nwhere the read time went (verdict threshold {threshold_ms} ms):"
     )?;
     for (label, v) in [
-        ("loss (waiting on retransmissions)", all.loss),
-        ("peer (data not sent yet, or in flight)", all.peer),
-        ("program (data waited in the socket buffer)", all.app),
-        ("wakeup (kernel and scheduler)", all.wakeup),
+        ("loss (waiting on retransmissions)", all.loss_delay_ns),
+        ("peer (data not sent yet, or in flight)", all.peer_wait_ns),
+        (
+            "program (data waited in the socket buffer)",
+            all.buffer_wait_ns,
+        ),
+        ("wakeup (kernel and scheduler)", all.wakeup_ns),
     ] {
         writeln!(
             out,
@@ -214,88 +191,41 @@ fn report(
             share(v, whole)
         )?;
     }
-    let counts: Vec<String> = verdicts
+    let counts: Vec<String> = all
+        .verdicts
         .iter()
         .map(|(v, n)| format!("{} {n}", v.as_str()))
         .collect();
     writeln!(out, "  verdicts: {}", counts.join(", "))?;
+    slowest_reads(out, calls, b)?;
+    held_sends(out, calls, b, threshold_ms)?;
 
-    let cost = |r: &ReadBlame| {
-        let c = &calls[r.call];
-        (c.t_return_ns - c.t_call_ns) + r.timing.buffer_wait_ns
-    };
-    let mut slow: Vec<&&ReadBlame> = data.iter().collect();
-    let top = slow.len().min(10);
-    if top > 0 && top < slow.len() {
-        slow.select_nth_unstable_by_key(top - 1, |r| std::cmp::Reverse(cost(r)));
-    }
-    slow.truncate(top);
-    slow.sort_by_key(|r| std::cmp::Reverse(cost(r)));
-    writeln!(out, "\nslowest reads:")?;
-    for r in slow.iter().take(10) {
-        let c = &calls[r.call];
-        let (test, _) = netblame_export::split_test(c.test.as_deref());
-        writeln!(
-            out,
-            "  {:>9} in call, +{:>9} before it  {:<12} flow {:<4} pid {} fd {} {} at offset {}{}{}",
-            duration(c.t_return_ns - c.t_call_ns),
-            duration(r.timing.buffer_wait_ns),
-            r.verdict.as_str(),
-            r.flow_id.map_or("-".into(), |f| f.to_string()),
-            c.pid,
-            c.fd,
-            fmt_bytes(c.bytes.max(0) as u64),
-            c.offset,
-            if r.timing.retransmitted_bytes > 0 {
-                format!(
-                    ", {} retransmitted",
-                    fmt_bytes(r.timing.retransmitted_bytes)
-                )
-            } else {
-                String::new()
-            },
-            test.map_or(String::new(), |t| format!("  [{t}]")),
-        )?;
-    }
-
-    let mut per_test: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut per_flow: BTreeMap<Option<u32>, Totals> = BTreeMap::new();
-    for r in &data {
-        let c = &calls[r.call];
-        let (test, phase) = netblame_export::split_test(c.test.as_deref());
-        if let Some(t) = test {
-            let key = match phase {
-                Some(p) => format!("{t} ({p})"),
-                None => t,
-            };
-            per_test.entry(key).or_default().add(c, r);
-        }
-        per_flow.entry(r.flow_id).or_default().add(c, r);
-    }
+    let per_test = summary::by_test(calls, b);
     if !per_test.is_empty() {
         writeln!(out, "\nper test:")?;
-        for (t, x) in &per_test {
+        for ((test, phase), x) in &per_test {
+            let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
             writeln!(
                 out,
-                "  {t}\n    {} reads, {} in reads; {}; worst: {}",
+                "  {test}{phase}\n    {} reads, {} in reads; {}; worst: {}",
                 x.reads,
-                duration(x.in_call),
-                x.breakdown(),
-                x.worst.map_or("-", |(_, v)| v.as_str())
+                duration(x.read_time_ns),
+                breakdown(x),
+                worst(x)
             )?;
         }
     }
     writeln!(out, "\nper connection:")?;
-    for (f, x) in &per_flow {
+    for (f, x) in &summary::by_flow(calls, b) {
         writeln!(
             out,
             "  flow {:<4} {} reads, {}, {} in reads; {}; worst: {}",
             f.map_or("-".into(), |f| f.to_string()),
             x.reads,
-            fmt_bytes(x.bytes),
-            duration(x.in_call),
-            x.breakdown(),
-            x.worst.map_or("-", |(_, v)| v.as_str())
+            fmt_bytes(x.read_bytes),
+            duration(x.read_time_ns),
+            breakdown(x),
+            worst(x)
         )?;
     }
     if !b.unmatched_streams.is_empty() {
@@ -314,6 +244,118 @@ fn report(
             out,
             "\nwarning: {} reads returned bytes more than 100 µs before they were captured: clock skew, or a join error",
             b.causality_violations
+        )?;
+    }
+    Ok(())
+}
+
+/// The ten reads that cost the program most (time in the call plus time the data waited for
+/// it), with their breakdown and the packets behind them.
+fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
+    let cost = |r: &ReadBlame| {
+        let c = &calls[r.call];
+        (c.t_return_ns - c.t_call_ns) + r.timing.buffer_wait_ns
+    };
+    let mut slow: Vec<&ReadBlame> = b
+        .reads
+        .iter()
+        .filter(|r| r.verdict != Verdict::NoData)
+        .collect();
+    let top = slow.len().min(10);
+    if top > 0 && top < slow.len() {
+        slow.select_nth_unstable_by_key(top - 1, |r| std::cmp::Reverse(cost(r)));
+    }
+    slow.truncate(top);
+    slow.sort_by_key(|r| std::cmp::Reverse(cost(r)));
+    if slow.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nslowest reads (time in the call, + time the data waited before it):"
+    )?;
+    for r in slow {
+        let c = &calls[r.call];
+        let (test, phase) = summary::split_test(c.test.as_deref());
+        let t = &r.timing;
+        writeln!(
+            out,
+            "  {:>9} +{:>9}  {:<12} flow {} pid {} fd {}: {} at offset {}{}",
+            duration(c.t_return_ns - c.t_call_ns),
+            duration(t.buffer_wait_ns),
+            r.verdict.as_str(),
+            r.flow_id.map_or("-".into(), |f| f.to_string()),
+            c.pid,
+            c.fd,
+            fmt_bytes(c.bytes.max(0) as u64),
+            c.offset,
+            test.map_or(String::new(), |t| format!(
+                "  [{t}{}]",
+                phase.map_or(String::new(), |p| format!(" ({p})"))
+            )),
+        )?;
+        let mut packets = if !c.tcp {
+            "1 datagram".to_string()
+        } else if r.segments > 0 {
+            format!(
+                "{} segment{} at seq {}:{}",
+                r.segments,
+                if r.segments == 1 { "" } else { "s" },
+                c.offset + 1,
+                c.offset + 1 + c.bytes.max(0) as u64
+            )
+        } else {
+            format!("no packets ({})", r.verdict.as_str())
+        };
+        if t.retransmitted_bytes > 0 {
+            packets += &format!(", {} retransmitted", fmt_bytes(t.retransmitted_bytes));
+        }
+        if let Some(resp) = r.response_ns {
+            packets += &format!("; the peer answered {} after the request", duration(resp));
+        }
+        writeln!(
+            out,
+            "      loss {}, peer {}, program {}, wakeup {}; {packets}",
+            duration(t.loss_delay_ns),
+            duration(t.peer_wait_ns),
+            duration(t.buffer_wait_ns),
+            duration(t.wakeup_ns),
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends whose bytes waited in the kernel at least the threshold before going on the wire.
+fn held_sends(
+    out: &mut impl Write,
+    calls: &[SocketCall],
+    b: &Blame,
+    threshold_ms: f64,
+) -> io::Result<()> {
+    let blocked: i64 = b.sends.iter().map(|s| s.send_blocked_ns).sum();
+    let mut held: Vec<_> = b.sends.iter().filter(|s| s.held_by.is_some()).collect();
+    if held.is_empty() && blocked < (threshold_ms * 1e6) as i64 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nsends: {} blocked in the call in all; {} held in the kernel {threshold_ms} ms or more before the wire",
+        duration(blocked),
+        held.len()
+    )?;
+    held.sort_by_key(|s| std::cmp::Reverse(s.wire_delay_ns));
+    for s in held.iter().take(5) {
+        let c = &calls[s.call];
+        writeln!(
+            out,
+            "  {:>9} on the wire late, held by {:<11} flow {} pid {} fd {}: {} at offset {}",
+            duration(s.wire_delay_ns.unwrap_or(0)),
+            s.held_by.map_or("-", |h| h.as_str()),
+            s.flow_id.map_or("-".into(), |f| f.to_string()),
+            c.pid,
+            c.fd,
+            fmt_bytes(c.bytes.max(0) as u64),
+            c.offset
         )?;
     }
     Ok(())

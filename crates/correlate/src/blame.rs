@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::flows::{Analysis, Protocol};
+use crate::flows::{Analysis, Flow, Protocol};
 
 /// What a socket call did, as the correlator needs it (the CLI converts recorded events).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +143,12 @@ pub struct ReadBlame {
     pub verdict: Verdict,
     /// The read returned bytes before they were captured arriving (clock skew or a join error).
     pub causality_violation_ns: Option<i64>,
+    /// The packets behind the read: TCP segments (or the UDP datagram) that carried its bytes.
+    pub segments: u32,
+    /// For the first read after a send on the same connection: the peer's response time on the
+    /// wire, from the delivery of the request's last byte to the first capture of the read's
+    /// first byte.
+    pub response_ns: Option<i64>,
 }
 
 /// One write, joined to the capture.
@@ -151,8 +157,37 @@ pub struct SendTiming {
     pub call: usize,
     pub flow_id: Option<u32>,
     pub send_blocked_ns: i64,
+    /// Capture time of the first segment (or the datagram) carrying the first byte.
+    pub first_sent_ns: Option<i64>,
     /// First byte captured on the wire minus the return of the send.
     pub wire_delay_ns: Option<i64>,
+    /// When the wire delay reached the threshold: what the capture shows held the bytes back.
+    pub held_by: Option<HeldBy>,
+}
+
+/// Why bytes a program had sent waited in its socket before going out, as the capture shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldBy {
+    /// The peer advertised a zero window while the bytes waited.
+    ZeroWindow,
+    /// Less than a segment was in flight, unacknowledged: Nagle's algorithm held the small
+    /// write until the ACK came.
+    Nagle,
+    /// A window's worth was in flight: the congestion or the receive window was full.
+    Window,
+    /// Nothing in the capture explains it: the sending stack itself (scheduling, pacing, a cork).
+    Stack,
+}
+
+impl HeldBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldBy::ZeroWindow => "zero-window",
+            HeldBy::Nagle => "nagle",
+            HeldBy::Window => "window",
+            HeldBy::Stack => "stack",
+        }
+    }
 }
 
 /// The result of the join.
@@ -178,6 +213,77 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Where one recorded stream is in the capture.
+#[derive(Debug, Clone, Copy)]
+enum Joined {
+    /// A TCP connection: the flow's index, and which direction the peer sends.
+    Tcp { flow: usize, peer_dir: usize },
+    /// A UDP socket: its entry in the UDP matching state.
+    Udp(usize),
+}
+
+/// The captured datagrams a UDP socket can have received or sent, in capture order, with
+/// cursors: each call matches the next one of its length (docs/timing-model.md, UDP).
+#[derive(Debug, Default)]
+struct UdpMatch {
+    /// (capture time, length, flow index)
+    incoming: Vec<(i64, u32, usize)>,
+    outgoing: Vec<(i64, u32, usize)>,
+    next_in: usize,
+    next_out: usize,
+}
+
+impl UdpMatch {
+    fn new(analysis: &Analysis, local: SocketAddr, peer: SocketAddr) -> Option<UdpMatch> {
+        if local.port() == 0 {
+            return None;
+        }
+        let matches = |want: SocketAddr, e: &crate::flows::Endpoint| {
+            (want.ip().is_unspecified() || canonical(want).ip() == e.addr)
+                && (want.port() == 0 || want.port() == e.port)
+        };
+        let mut m = UdpMatch::default();
+        for (i, f) in analysis.flows.iter().enumerate() {
+            if f.protocol != Protocol::Udp {
+                continue;
+            }
+            for me in 0..2 {
+                if matches(local, &f.endpoints[me]) && matches(peer, &f.endpoints[1 - me]) {
+                    let tag = |&(t, n): &(i64, u32)| (t, n, i);
+                    m.incoming.extend(f.dirs[1 - me].datagrams.iter().map(tag));
+                    m.outgoing.extend(f.dirs[me].datagrams.iter().map(tag));
+                }
+            }
+        }
+        if m.incoming.is_empty() && m.outgoing.is_empty() {
+            return None;
+        }
+        m.incoming.sort_by_key(|d| d.0);
+        m.outgoing.sort_by_key(|d| d.0);
+        Some(m)
+    }
+
+    /// The next unmatched datagram of `len` bytes one way, consuming it and all before it.
+    fn take(&mut self, incoming: bool, len: i64) -> Option<(i64, usize)> {
+        let (list, next) = if incoming {
+            (&self.incoming, &mut self.next_in)
+        } else {
+            (&self.outgoing, &mut self.next_out)
+        };
+        let at = *next + list[*next..].iter().position(|d| i64::from(d.1) == len)?;
+        *next = at + 1;
+        Some((list[at].0, list[at].2))
+    }
+}
+
+/// The state of one stream while its calls are joined, in call order.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamProgress {
+    /// Position (in the stream's send direction) of the last byte of the latest send that no
+    /// read has followed yet.
+    unanswered_send_end: Option<i64>,
+}
+
 /// Joins `calls` to `analysis` and computes the timing of every read and send.
 pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Blame {
     // Flows by endpoint pair, in capture order (a port pair can be reused).
@@ -191,55 +297,91 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         by_pair.entry((a, b)).or_default().push(i);
         by_pair.entry((b, a)).or_default().push(i);
     }
-    // Each stream's flow and the index of the peer's direction in it.
-    let mut streams: HashMap<(u32, u64), Option<(usize, usize)>> = HashMap::new();
+    let mut streams: HashMap<(u32, u64), Option<Joined>> = HashMap::new();
+    let mut udp: Vec<UdpMatch> = Vec::new();
     let mut out = Blame::default();
-    for c in calls.iter().filter(|c| c.kind == CallKind::Open && c.tcp) {
+    for c in calls.iter().filter(|c| c.kind == CallKind::Open) {
         let (Some(local), Some(peer)) = (c.local.map(canonical), c.peer.map(canonical)) else {
             continue;
         };
-        let found = by_pair.get(&(local, peer)).and_then(|cands| {
-            // The flow that was alive when the socket opened: the last one started by then
-            // (with a little slack for the capture's clock granularity).
-            cands
-                .iter()
-                .copied()
-                .rfind(|&i| analysis.flows[i].first_ts_ns <= c.t_return_ns + 1_000_000)
-                .or_else(|| cands.first().copied())
-        });
-        let entry = found.map(|i| {
-            let f = &analysis.flows[i];
-            let peer_dir =
-                usize::from(SocketAddr::new(f.endpoints[0].addr, f.endpoints[0].port) != peer);
-            (i, peer_dir)
-        });
+        let entry = if c.tcp {
+            tcp_flow(analysis, &by_pair, c, local, peer)
+        } else {
+            UdpMatch::new(analysis, local, peer).map(|m| {
+                udp.push(m);
+                Joined::Udp(udp.len() - 1)
+            })
+        };
         if entry.is_none() {
             out.unmatched_streams
                 .push((c.pid, c.stream, c.local, c.peer));
         }
         streams.insert((c.pid, c.stream), entry);
     }
+    let mut progress: HashMap<(u32, u64), StreamProgress> = HashMap::new();
     for (idx, c) in calls.iter().enumerate() {
         let joined = streams.get(&(c.pid, c.stream)).copied().flatten();
-        match c.kind {
-            CallKind::Recv if c.tcp => {
+        match (c.kind, joined) {
+            (CallKind::Recv, Some(Joined::Udp(u))) => {
                 out.reads
-                    .push(read_blame(analysis, idx, c, joined, threshold_ns))
+                    .push(udp_read(analysis, &mut udp[u], idx, c, threshold_ns));
             }
-            CallKind::Send if c.tcp => {
-                let wire = joined.and_then(|(fi, peer_dir)| {
-                    let dir = &analysis.flows[fi].dirs[1 - peer_dir];
-                    dir.isn?;
-                    let span = dir.timeline.span_at(c.offset as i64 + 1)?;
-                    (c.bytes > 0).then(|| span.first_sent_ns - c.t_return_ns)
-                });
+            (CallKind::Send, Some(Joined::Udp(u))) => {
+                let found = (c.bytes >= 0)
+                    .then(|| udp[u].take(false, c.bytes))
+                    .flatten();
                 out.sends.push(SendTiming {
                     call: idx,
-                    flow_id: joined.map(|(fi, _)| analysis.flows[fi].id),
+                    flow_id: found.map(|(_, fi)| analysis.flows[fi].id),
                     send_blocked_ns: c.t_return_ns - c.t_call_ns,
-                    wire_delay_ns: wire,
+                    first_sent_ns: found.map(|(t, _)| t),
+                    wire_delay_ns: found.map(|(t, _)| t - c.t_return_ns),
+                    held_by: None,
                 });
             }
+            (CallKind::Recv, _) if c.tcp => {
+                let p = progress.entry((c.pid, c.stream)).or_default();
+                let mut r = read_blame(analysis, idx, c, joined, threshold_ns);
+                if c.bytes > 0 && !c.peek {
+                    if let (Some(end), Some(Joined::Tcp { flow, peer_dir })) =
+                        (p.unanswered_send_end.take(), joined)
+                    {
+                        r.response_ns = response_time(&analysis.flows[flow], peer_dir, end, c);
+                    }
+                }
+                out.reads.push(r);
+            }
+            (CallKind::Send, _) if c.tcp => {
+                if c.bytes > 0 {
+                    progress
+                        .entry((c.pid, c.stream))
+                        .or_default()
+                        .unanswered_send_end = Some(c.offset as i64 + c.bytes);
+                }
+                out.sends
+                    .push(tcp_send(analysis, idx, c, joined, threshold_ns));
+            }
+            (CallKind::Recv, _) => out.reads.push(ReadBlame {
+                call: idx,
+                flow_id: None,
+                timing: ReadTiming::default(),
+                verdict: if c.bytes > 0 {
+                    Verdict::NotCaptured
+                } else {
+                    Verdict::NoData
+                },
+                causality_violation_ns: None,
+                segments: 0,
+                response_ns: None,
+            }),
+            (CallKind::Send, _) => out.sends.push(SendTiming {
+                call: idx,
+                flow_id: None,
+                send_blocked_ns: c.t_return_ns - c.t_call_ns,
+                first_sent_ns: None,
+                wire_delay_ns: None,
+                held_by: None,
+            }),
             _ => {}
         }
     }
@@ -251,28 +393,149 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
     out
 }
 
-fn read_blame(
+/// The TCP connection of an open event: the flow of that endpoint pair alive when it opened.
+fn tcp_flow(
+    analysis: &Analysis,
+    by_pair: &HashMap<(SocketAddr, SocketAddr), Vec<usize>>,
+    c: &SocketCall,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Option<Joined> {
+    let cands = by_pair.get(&(local, peer))?;
+    // The last one started by then (with a little slack for the capture's clock granularity).
+    let i = cands
+        .iter()
+        .copied()
+        .rfind(|&i| analysis.flows[i].first_ts_ns <= c.t_return_ns + 1_000_000)
+        .or_else(|| cands.first().copied())?;
+    let f = &analysis.flows[i];
+    let peer_dir = usize::from(SocketAddr::new(f.endpoints[0].addr, f.endpoints[0].port) != peer);
+    Some(Joined::Tcp { flow: i, peer_dir })
+}
+
+/// The peer's time to answer: its first captured transmission of the read's first byte minus
+/// the delivery of the request's last byte (position `request_end`). `None` when either side is
+/// not in the capture, or the bytes were on the wire before the request (not an answer to it).
+fn response_time(flow: &Flow, peer_dir: usize, request_end: i64, c: &SocketCall) -> Option<i64> {
+    let (req, resp) = (&flow.dirs[1 - peer_dir], &flow.dirs[peer_dir]);
+    req.isn?;
+    resp.isn?;
+    let asked = req.timeline.span_at(request_end)?.delivered_ns;
+    let answered = resp.timeline.span_at(c.offset as i64 + 1)?.first_sent_ns;
+    (answered >= asked).then_some(answered - asked)
+}
+
+fn tcp_send(
     analysis: &Analysis,
     idx: usize,
     c: &SocketCall,
-    joined: Option<(usize, usize)>,
+    joined: Option<Joined>,
+    threshold_ns: i64,
+) -> SendTiming {
+    let mut s = SendTiming {
+        call: idx,
+        flow_id: None,
+        send_blocked_ns: c.t_return_ns - c.t_call_ns,
+        first_sent_ns: None,
+        wire_delay_ns: None,
+        held_by: None,
+    };
+    let Some(Joined::Tcp { flow, peer_dir }) = joined else {
+        return s;
+    };
+    let f = &analysis.flows[flow];
+    s.flow_id = Some(f.id);
+    let (mine, theirs) = (&f.dirs[1 - peer_dir], &f.dirs[peer_dir]);
+    if c.bytes <= 0 || mine.isn.is_none() {
+        return s;
+    }
+    let start = c.offset as i64 + 1;
+    let Some(span) = mine.timeline.span_at(start) else {
+        return s;
+    };
+    let sent = span.first_sent_ns;
+    let delay = sent - c.t_return_ns;
+    s.first_sent_ns = Some(sent);
+    s.wire_delay_ns = Some(delay);
+    if delay >= threshold_ns {
+        let zero_window = theirs
+            .zero_windows
+            .iter()
+            .any(|&(from, to)| from < sent && to > c.t_return_ns);
+        let in_flight = start - mine.timeline.acked_at(c.t_return_ns).unwrap_or(1);
+        s.held_by = Some(if zero_window {
+            HeldBy::ZeroWindow
+        } else if in_flight <= 0 {
+            HeldBy::Stack
+        } else if in_flight <= i64::from(mine.max_payload) {
+            // At most a segment unacknowledged: a congestion window is at least two, and Linux's
+            // Nagle (with Minshall's change) holds a small write behind one small segment.
+            HeldBy::Nagle
+        } else {
+            HeldBy::Window
+        });
+    }
+    s
+}
+
+fn udp_read(
+    analysis: &Analysis,
+    m: &mut UdpMatch,
+    idx: usize,
+    c: &SocketCall,
     threshold_ns: i64,
 ) -> ReadBlame {
     let mut r = ReadBlame {
         call: idx,
-        flow_id: joined.map(|(fi, _)| analysis.flows[fi].id),
+        flow_id: None,
         timing: ReadTiming::default(),
         verdict: Verdict::NoData,
         causality_violation_ns: None,
+        segments: 0,
+        response_ns: None,
     };
-    let Some((fi, peer_dir)) = joined else {
+    if c.bytes < 0 || c.peek {
+        return r;
+    }
+    let Some((ts, fi)) = m.take(true, c.bytes) else {
         r.verdict = Verdict::NotCaptured;
         return r;
     };
+    r.flow_id = Some(analysis.flows[fi].id);
+    r.segments = 1;
+    r.timing = ReadTiming::compute(c.t_call_ns, c.t_return_ns, ts, ts, ts);
+    r.verdict = r.timing.verdict(threshold_ns);
+    if ts > c.t_return_ns + 100_000 {
+        r.causality_violation_ns = Some(ts - c.t_return_ns);
+    }
+    r
+}
+
+fn read_blame(
+    analysis: &Analysis,
+    idx: usize,
+    c: &SocketCall,
+    joined: Option<Joined>,
+    threshold_ns: i64,
+) -> ReadBlame {
+    let mut r = ReadBlame {
+        call: idx,
+        flow_id: None,
+        timing: ReadTiming::default(),
+        verdict: Verdict::NoData,
+        causality_violation_ns: None,
+        segments: 0,
+        response_ns: None,
+    };
+    let Some(Joined::Tcp { flow, peer_dir }) = joined else {
+        r.verdict = Verdict::NotCaptured;
+        return r;
+    };
+    r.flow_id = Some(analysis.flows[flow].id);
     if c.bytes <= 0 || c.peek {
         return r;
     }
-    let dir = &analysis.flows[fi].dirs[peer_dir];
+    let dir = &analysis.flows[flow].dirs[peer_dir];
     if dir.isn.is_none() {
         r.verdict = Verdict::Unaligned;
         return r;
@@ -293,6 +556,7 @@ fn read_blame(
             ready_first = Some(s.delivered_ns);
         }
         covered += overlap;
+        r.segments += 1;
         ready_last = ready_last.max(s.delivered_ns);
         nominal = nominal.max(s.first_sent_ns);
         if s.transmissions > 1 {

@@ -136,6 +136,11 @@ pub struct Direction {
     pub rtt_samples_ns: Vec<i64>,
     /// UDP: (capture time, payload length) of every datagram.
     pub datagrams: Vec<(i64, u32)>,
+    /// Intervals `[from, to)` during which this direction advertised a zero window (`to` is
+    /// `i64::MAX` when it never reopened in the capture).
+    pub zero_windows: Vec<(i64, i64)>,
+    /// The largest payload of one segment: the MSS as far as the capture shows it.
+    pub max_payload: u32,
     pub first_ts_ns: Option<i64>,
     pub last_ts_ns: Option<i64>,
     unwrap: Option<SeqUnwrapper>,
@@ -540,6 +545,7 @@ impl Analyzer {
         if payload > 0 {
             this.stats.data_packets += 1;
             this.stats.payload_bytes += payload as u64;
+            this.max_payload = this.max_payload.max(seg.payload_len);
         }
 
         // Windows: both SYNs must offer scaling for it to apply, and never to a SYN.
@@ -625,6 +631,17 @@ impl Analyzer {
             this.last_ack = Some((h.ack, h.window));
             if h.window == 0 && !syn && !rst {
                 this.stats.zero_window_packets += 1;
+                if this
+                    .zero_windows
+                    .last()
+                    .is_none_or(|&(_, to)| to != i64::MAX)
+                {
+                    this.zero_windows.push((ts_ns, i64::MAX));
+                }
+            } else if h.window > 0 {
+                if let Some(open) = this.zero_windows.last_mut().filter(|z| z.1 == i64::MAX) {
+                    open.1 = ts_ns;
+                }
             }
         }
         if !rst {

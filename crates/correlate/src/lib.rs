@@ -10,15 +10,19 @@ pub mod blame;
 pub mod decode;
 pub mod flows;
 pub mod seq;
+pub mod summary;
 pub mod timeline;
 
-pub use blame::{blame, Blame, CallKind, ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict};
+pub use blame::{
+    blame, Blame, CallKind, HeldBy, ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict,
+};
 pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
 pub use flows::{
     Analysis, Analyzer, AnalyzerConfig, CaptureQuality, Direction, DirectionStats, Endpoint, Flow,
     PacketClass, PacketRecord, Protocol,
 };
 pub use seq::{SeqNumber, SeqUnwrapper};
+pub use summary::{split_test, Totals};
 pub use timeline::{ByteTimeline, Span, TxOutcome};
 
 #[cfg(test)]

@@ -497,3 +497,183 @@ mod prop {
         }
     }
 }
+
+/// The join of socket calls with the capture (blame.rs), on traces built packet by packet.
+mod join {
+    use super::*;
+    use crate::blame::{blame, CallKind, HeldBy, SocketCall, Verdict};
+    use std::net::SocketAddr;
+
+    const MS: i64 = 1_000_000;
+    /// The Trace clock: packet n (from 1) is captured at T0 + n ms.
+    const T0: i64 = 1_000_000_000;
+
+    fn call(kind: CallKind, t_call: i64, t_return: i64, bytes: i64, offset: u64) -> SocketCall {
+        SocketCall {
+            kind,
+            pid: 1,
+            tid: 1,
+            fd: 3,
+            stream: 1,
+            t_call_ns: t_call,
+            t_return_ns: t_return,
+            bytes,
+            offset,
+            peek: false,
+            test: None,
+            local: None,
+            peer: None,
+            tcp: true,
+        }
+    }
+
+    /// The open event of endpoint a's socket (10.0.0.1:40000 -> 10.0.0.2:80).
+    fn open_a(tcp: bool, local: &str, peer: &str) -> SocketCall {
+        let mut c = call(CallKind::Open, T0, T0, 0, 0);
+        c.local = Some(local.parse::<SocketAddr>().unwrap());
+        c.peer = Some(peer.parse::<SocketAddr>().unwrap());
+        c.tcp = tcp;
+        c
+    }
+
+    fn tcp_open() -> SocketCall {
+        open_a(true, "10.0.0.1:40000", "10.0.0.2:80")
+    }
+
+    #[test]
+    fn response_time_is_measured_from_request_delivery_to_first_response_byte() {
+        let mut t = Trace::new();
+        t.handshake() // 1..3 ms
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms: request
+            .pkt(false, 5001, 1011, F::ACK, 0) // 5 ms
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 100) // 6 ms: response
+            .pkt(true, 1011, 5101, F::ACK, 0); // 7 ms
+        let a = t.done();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Recv, T0 + 3_960_000, T0 + 6_010_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        let r = &b.reads[0];
+        assert_eq!(r.response_ns, Some(2 * MS));
+        assert_eq!(r.verdict, Verdict::PeerSlow);
+        assert_eq!(r.timing.peer_wait_ns, 6 * MS - 3_960_000);
+        assert_eq!((r.segments, r.flow_id), (1, Some(1)));
+        assert_eq!(b.sends[0].wire_delay_ns, Some(50_000));
+        assert_eq!(b.sends[0].held_by, None);
+    }
+
+    #[test]
+    fn nagle_holds_a_small_write_while_a_small_segment_is_unacknowledged() {
+        let mut t = Trace::new();
+        t.handshake()
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms: first write
+            .pkt(false, 5001, 1011, F::ACK, 0) // 5 ms: its ACK
+            .pkt(true, 1011, 5001, F::ACK | F::PSH, 10); // 6 ms: second write, held until now
+        let a = t.done();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Send, T0 + 4_100_000, T0 + 4_200_000, 10, 10),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.sends[1].wire_delay_ns, Some(1_800_000));
+        assert_eq!(b.sends[1].held_by, Some(HeldBy::Nagle));
+    }
+
+    #[test]
+    fn zero_window_from_the_peer_holds_the_bytes() {
+        let mut t = Trace::new();
+        t.handshake()
+            .win(false, 5001, 1001, F::ACK, 0, 0) // 4 ms: b's window closes
+            .win(false, 5001, 1001, F::ACK, 0, 1000) // 5 ms: and opens again
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10); // 6 ms
+        let a = t.done();
+        assert_eq!(
+            a.flows[0].dirs[1].zero_windows,
+            vec![(T0 + 4 * MS, T0 + 5 * MS)]
+        );
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 4_100_000, T0 + 4_200_000, 10, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.sends[0].held_by, Some(HeldBy::ZeroWindow));
+    }
+
+    #[test]
+    fn unaligned_and_unmatched_connections_are_reported() {
+        let mut t = Trace::new();
+        t.pkt(false, 5001, 1001, F::ACK | F::PSH, 100); // no handshake captured
+        let a = t.done();
+        let other = open_a(true, "10.0.0.1:40001", "10.0.0.2:80");
+        let mut on_other = call(CallKind::Recv, T0, T0 + 10, 5, 0);
+        on_other.stream = 2;
+        let mut other = other;
+        other.stream = 2;
+        let calls = [
+            tcp_open(),
+            other,
+            call(CallKind::Recv, T0, T0 + 2 * MS, 100, 0),
+            on_other,
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.reads[0].verdict, Verdict::Unaligned);
+        assert_eq!(b.reads[1].verdict, Verdict::NotCaptured);
+        assert_eq!(b.unmatched_streams.len(), 1);
+    }
+
+    fn udp(out: &mut Vec<u8>, from_b: bool, len: usize) {
+        out.clear();
+        let b = if from_b {
+            PacketBuilder::ipv4(B, A, 64).udp(53, 5353)
+        } else {
+            PacketBuilder::ipv4(A, B, 64).udp(5353, 53)
+        };
+        b.write(out, &vec![0u8; len]).unwrap();
+    }
+
+    #[test]
+    fn udp_reads_match_the_next_datagram_of_their_length() {
+        let mut an = Analyzer::new(AnalyzerConfig::default());
+        let mut buf = Vec::new();
+        for (i, (from_b, len)) in [(true, 3), (true, 5), (true, 3), (false, 4)]
+            .iter()
+            .enumerate()
+        {
+            udp(&mut buf, *from_b, *len);
+            an.add_frame(
+                T0 + (i as i64 + 1) * MS,
+                link_type::RAW,
+                &buf,
+                buf.len() as u32,
+            );
+        }
+        let a = an.finish();
+        // An unconnected socket bound to the wildcard address.
+        let open = open_a(false, "0.0.0.0:5353", "0.0.0.0:0");
+        let mut calls = vec![open];
+        for (kind, t_call, bytes) in [
+            (CallKind::Recv, T0 + MS / 2, 5),
+            (CallKind::Recv, T0 + 10 * MS, 3),
+            (CallKind::Send, T0 + 3_900_000, 4),
+        ] {
+            let mut c = call(kind, t_call, t_call.max(T0 + 2 * MS) + 10_000, bytes, 0);
+            c.tcp = false;
+            calls.push(c);
+        }
+        let b = blame(&a, &calls, MS);
+        let (first, second) = (&b.reads[0], &b.reads[1]);
+        assert_eq!(first.timing.ready_first_ns, Some(T0 + 2 * MS));
+        assert_eq!(first.verdict, Verdict::PeerSlow);
+        assert_eq!(second.timing.ready_first_ns, Some(T0 + 3 * MS));
+        assert_eq!(second.timing.buffer_wait_ns, 7 * MS);
+        assert_eq!(second.verdict, Verdict::AppLate);
+        assert_eq!(
+            b.sends[0].wire_delay_ns,
+            Some(T0 + 4 * MS - (T0 + 3_910_000))
+        );
+        assert!(b.unmatched_streams.is_empty());
+    }
+}

@@ -36,6 +36,9 @@ pub struct TxOutcome {
 pub struct ByteTimeline {
     spans: Vec<Span>,
     acked: Option<i64>,
+    /// (capture time, position) of every ACK that advanced `acked`: what was outstanding when
+    /// (the send side of the timing model asks why bytes waited before going out).
+    ack_history: Vec<(i64, i64)>,
 }
 
 impl ByteTimeline {
@@ -47,6 +50,12 @@ impl ByteTimeline {
     /// The highest cumulative ACK position received, if any ACK was.
     pub fn acked(&self) -> Option<i64> {
         self.acked
+    }
+
+    /// The cumulative ACK position as of `ts_ns` (the last advance captured at or before it).
+    pub fn acked_at(&self, ts_ns: i64) -> Option<i64> {
+        let i = self.ack_history.partition_point(|&(t, _)| t <= ts_ns);
+        i.checked_sub(1).map(|i| self.ack_history[i].1)
     }
 
     /// One past the highest position captured.
@@ -166,6 +175,7 @@ impl ByteTimeline {
             return None;
         }
         self.acked = Some(ack);
+        self.ack_history.push((ts_ns, ack));
         let last = self.span_at(ack - 1)?;
         (last.transmissions == 1 && ts_ns >= last.first_sent_ns).then(|| ts_ns - last.first_sent_ns)
     }

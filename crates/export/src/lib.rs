@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use netblame_correlate::{Analysis, Direction, Flow, PacketRecord};
 use polars::prelude::*;
 
+mod calls;
+pub use calls::{reads_frame, sends_frame, tests_frame};
+
 /// One value of a row-oriented record (small tables, JSON output).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -373,123 +376,6 @@ pub fn write_table(
         source,
     })?;
     Ok(path)
-}
-
-/// The `reads` table: one row per read call, joined to the capture (see docs/tables.md).
-pub fn reads_frame(
-    calls: &[netblame_correlate::SocketCall],
-    blame: &netblame_correlate::Blame,
-) -> Result<DataFrame, ExportError> {
-    let r = &blame.reads;
-    let call = |b: &netblame_correlate::ReadBlame| &calls[b.call];
-    let (tests, phases): (Vec<Option<String>>, Vec<Option<String>>) = r
-        .iter()
-        .map(|b| split_test(call(b).test.as_deref()))
-        .unzip();
-    let columns = vec![
-        Column::new(
-            "flow_id".into(),
-            r.iter().map(|b| b.flow_id).collect::<Vec<Option<u32>>>(),
-        ),
-        Column::new(
-            "pid".into(),
-            r.iter().map(|b| call(b).pid).collect::<Vec<u32>>(),
-        ),
-        Column::new(
-            "tid".into(),
-            r.iter().map(|b| call(b).tid).collect::<Vec<u32>>(),
-        ),
-        Column::new(
-            "fd".into(),
-            r.iter().map(|b| call(b).fd).collect::<Vec<i32>>(),
-        ),
-        Column::new("test".into(), tests),
-        Column::new("phase".into(), phases),
-        Column::new(
-            "t_call_ns".into(),
-            r.iter().map(|b| call(b).t_call_ns).collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "t_return_ns".into(),
-            r.iter().map(|b| call(b).t_return_ns).collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "bytes".into(),
-            r.iter().map(|b| call(b).bytes).collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "stream_offset".into(),
-            r.iter().map(|b| call(b).offset).collect::<Vec<u64>>(),
-        ),
-        Column::new(
-            "ready_first_ns".into(),
-            r.iter()
-                .map(|b| b.timing.ready_first_ns)
-                .collect::<Vec<Option<i64>>>(),
-        ),
-        Column::new(
-            "ready_last_ns".into(),
-            r.iter()
-                .map(|b| b.timing.ready_last_ns)
-                .collect::<Vec<Option<i64>>>(),
-        ),
-        Column::new(
-            "network_wait_ns".into(),
-            r.iter()
-                .map(|b| b.timing.network_wait_ns)
-                .collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "loss_delay_ns".into(),
-            r.iter()
-                .map(|b| b.timing.loss_delay_ns)
-                .collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "peer_wait_ns".into(),
-            r.iter()
-                .map(|b| b.timing.peer_wait_ns)
-                .collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "buffer_wait_ns".into(),
-            r.iter()
-                .map(|b| b.timing.buffer_wait_ns)
-                .collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "wakeup_ns".into(),
-            r.iter().map(|b| b.timing.wakeup_ns).collect::<Vec<i64>>(),
-        ),
-        Column::new(
-            "retransmitted_bytes".into(),
-            r.iter()
-                .map(|b| b.timing.retransmitted_bytes)
-                .collect::<Vec<u64>>(),
-        ),
-        Column::new(
-            "verdict".into(),
-            r.iter().map(|b| b.verdict.as_str()).collect::<Vec<&str>>(),
-        ),
-    ];
-    DataFrame::new(r.len(), columns).map_err(|e| ExportError::Frame {
-        table: "reads",
-        source: e,
-    })
-}
-
-/// Splits pytest's `PYTEST_CURRENT_TEST` (`path::name (phase)`) into node id and phase.
-pub fn split_test(test: Option<&str>) -> (Option<String>, Option<String>) {
-    match test {
-        None => (None, None),
-        Some(t) => match t.rsplit_once(" (") {
-            Some((id, phase)) if phase.ends_with(')') => (
-                Some(id.to_string()),
-                Some(phase.trim_end_matches(')').to_string()),
-            ),
-            _ => (Some(t.to_string()), None),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,151 @@
+//! Sums of the joined calls by pytest test (and phase) and by connection: what the report's
+//! "per test" and "per connection" sections and the `tests` table show.
+
+use std::collections::BTreeMap;
+
+use crate::blame::{Blame, ReadBlame, SocketCall, Verdict};
+
+/// Splits a recorded test tag, `"tests/a.py::test_x (call)"`, into node id and phase.
+pub fn split_test(tag: Option<&str>) -> (Option<&str>, Option<&str>) {
+    match tag {
+        None => (None, None),
+        Some(t) => match t.rsplit_once(" (") {
+            Some((id, phase)) if phase.ends_with(')') => {
+                (Some(id), Some(phase.trim_end_matches(')')))
+            }
+            _ => (Some(t), None),
+        },
+    }
+}
+
+/// Read and send time of a group of calls, split by cause (docs/timing-model.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Reads that returned data (end-of-stream, errors and peeks are left out).
+    pub reads: u64,
+    pub read_bytes: u64,
+    /// Time spent inside those reads.
+    pub read_time_ns: i64,
+    pub loss_delay_ns: i64,
+    pub peer_wait_ns: i64,
+    pub buffer_wait_ns: i64,
+    pub wakeup_ns: i64,
+    pub retransmitted_bytes: u64,
+    pub sends: u64,
+    pub send_bytes: u64,
+    pub send_blocked_ns: i64,
+    /// The verdict of the read that lost the most time to its cause, and that time.
+    pub worst: Option<(Verdict, i64)>,
+    /// Verdict counts.
+    pub verdicts: BTreeMap<Verdict, u64>,
+}
+
+impl Totals {
+    /// Adds one read (reads with no data are ignored).
+    pub fn add_read(&mut self, c: &SocketCall, r: &ReadBlame) {
+        if r.verdict == Verdict::NoData {
+            return;
+        }
+        self.reads += 1;
+        self.read_bytes += c.bytes.max(0) as u64;
+        self.read_time_ns += c.t_return_ns - c.t_call_ns;
+        let t = &r.timing;
+        self.loss_delay_ns += t.loss_delay_ns;
+        self.peer_wait_ns += t.peer_wait_ns;
+        self.buffer_wait_ns += t.buffer_wait_ns;
+        self.wakeup_ns += t.wakeup_ns;
+        self.retransmitted_bytes += t.retransmitted_bytes;
+        *self.verdicts.entry(r.verdict).or_default() += 1;
+        let cost = match r.verdict {
+            Verdict::Loss => t.loss_delay_ns,
+            Verdict::PeerSlow => t.peer_wait_ns,
+            Verdict::AppLate => t.buffer_wait_ns,
+            Verdict::WakeupLate => t.wakeup_ns,
+            _ => 0,
+        };
+        if self.worst.is_none_or(|(_, w)| cost > w) {
+            self.worst = Some((r.verdict, cost));
+        }
+    }
+
+    pub fn add_send(&mut self, c: &SocketCall) {
+        self.sends += 1;
+        self.send_bytes += c.bytes.max(0) as u64;
+        self.send_blocked_ns += c.t_return_ns - c.t_call_ns;
+    }
+
+    /// Read time with a cause: the sum of the four parts.
+    pub fn blamed_ns(&self) -> i64 {
+        self.loss_delay_ns + self.peer_wait_ns + self.buffer_wait_ns + self.wakeup_ns
+    }
+
+    pub fn worst_verdict(&self) -> Option<Verdict> {
+        self.worst.map(|(v, _)| v)
+    }
+}
+
+/// Totals per (test node id, phase), in name order; calls made outside any test are left out.
+pub fn by_test<'a>(
+    calls: &'a [SocketCall],
+    blame: &Blame,
+) -> BTreeMap<(&'a str, Option<&'a str>), Totals> {
+    let mut out: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
+    let key = |c: &'a SocketCall| match split_test(c.test.as_deref()) {
+        (Some(t), phase) => Some((t, phase)),
+        _ => None,
+    };
+    for r in &blame.reads {
+        let c = &calls[r.call];
+        if let Some(k) = key(c) {
+            out.entry(k).or_default().add_read(c, r);
+        }
+    }
+    for s in &blame.sends {
+        let c = &calls[s.call];
+        if let Some(k) = key(c) {
+            out.entry(k).or_default().add_send(c);
+        }
+    }
+    out
+}
+
+/// Totals per capture flow (`None`: connections not found in the capture).
+pub fn by_flow(calls: &[SocketCall], blame: &Blame) -> BTreeMap<Option<u32>, Totals> {
+    let mut out: BTreeMap<Option<u32>, Totals> = BTreeMap::new();
+    for r in &blame.reads {
+        out.entry(r.flow_id)
+            .or_default()
+            .add_read(&calls[r.call], r);
+    }
+    for s in &blame.sends {
+        out.entry(s.flow_id).or_default().add_send(&calls[s.call]);
+    }
+    out
+}
+
+/// Totals of every call.
+pub fn overall(calls: &[SocketCall], blame: &Blame) -> Totals {
+    let mut t = Totals::default();
+    for r in &blame.reads {
+        t.add_read(&calls[r.call], r);
+    }
+    for s in &blame.sends {
+        t.add_send(&calls[s.call]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_tags_split_into_node_id_and_phase() {
+        assert_eq!(
+            split_test(Some("tests/t.py::test_a[x (1)] (call)")),
+            (Some("tests/t.py::test_a[x (1)]"), Some("call"))
+        );
+        assert_eq!(split_test(Some("demo")), (Some("demo"), None));
+        assert_eq!(split_test(None), (None, None));
+    }
+}

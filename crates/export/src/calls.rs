@@ -1,0 +1,171 @@
+//! The tables of socket calls joined to the capture: `reads`, `sends` and `tests`
+//! (docs/tables.md).
+
+use netblame_correlate::summary::{by_test, split_test};
+use netblame_correlate::{Blame, SocketCall};
+use polars::prelude::*;
+
+use crate::ExportError;
+
+/// A column named `$name` from the values of `$iter`, collected as `Vec<$ty>`.
+macro_rules! col {
+    ($name:expr, $ty:ty, $iter:expr) => {
+        Column::new($name.into(), $iter.collect::<Vec<$ty>>())
+    };
+}
+
+fn frame(
+    table: &'static str,
+    height: usize,
+    columns: Vec<Column>,
+) -> Result<DataFrame, ExportError> {
+    DataFrame::new(height, columns).map_err(|source| ExportError::Frame { table, source })
+}
+
+/// The `reads` table: one row per read call, joined to the capture.
+pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
+    let r = &blame.reads;
+    let call = |i: usize| &calls[r[i].call];
+    let rows = || 0..r.len();
+    let columns = vec![
+        col!("flow_id", Option<u32>, r.iter().map(|b| b.flow_id)),
+        col!(
+            "proto",
+            &str,
+            rows().map(|i| if call(i).tcp { "tcp" } else { "udp" })
+        ),
+        col!("pid", u32, rows().map(|i| call(i).pid)),
+        col!("tid", u32, rows().map(|i| call(i).tid)),
+        col!("fd", i32, rows().map(|i| call(i).fd)),
+        col!(
+            "test",
+            Option<&str>,
+            rows().map(|i| split_test(call(i).test.as_deref()).0)
+        ),
+        col!(
+            "phase",
+            Option<&str>,
+            rows().map(|i| split_test(call(i).test.as_deref()).1)
+        ),
+        col!("t_call_ns", i64, rows().map(|i| call(i).t_call_ns)),
+        col!("t_return_ns", i64, rows().map(|i| call(i).t_return_ns)),
+        col!("bytes", i64, rows().map(|i| call(i).bytes)),
+        col!("stream_offset", u64, rows().map(|i| call(i).offset)),
+        col!(
+            "ready_first_ns",
+            Option<i64>,
+            r.iter().map(|b| b.timing.ready_first_ns)
+        ),
+        col!(
+            "ready_last_ns",
+            Option<i64>,
+            r.iter().map(|b| b.timing.ready_last_ns)
+        ),
+        col!(
+            "network_wait_ns",
+            i64,
+            r.iter().map(|b| b.timing.network_wait_ns)
+        ),
+        col!(
+            "loss_delay_ns",
+            i64,
+            r.iter().map(|b| b.timing.loss_delay_ns)
+        ),
+        col!("peer_wait_ns", i64, r.iter().map(|b| b.timing.peer_wait_ns)),
+        col!(
+            "buffer_wait_ns",
+            i64,
+            r.iter().map(|b| b.timing.buffer_wait_ns)
+        ),
+        col!("wakeup_ns", i64, r.iter().map(|b| b.timing.wakeup_ns)),
+        col!(
+            "retransmitted_bytes",
+            u64,
+            r.iter().map(|b| b.timing.retransmitted_bytes)
+        ),
+        col!("segments", u32, r.iter().map(|b| b.segments)),
+        col!("response_ns", Option<i64>, r.iter().map(|b| b.response_ns)),
+        col!("verdict", &str, r.iter().map(|b| b.verdict.as_str())),
+    ];
+    frame("reads", r.len(), columns)
+}
+
+/// The `sends` table: one row per write call, joined to the capture.
+pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
+    let s = &blame.sends;
+    let call = |i: usize| &calls[s[i].call];
+    let rows = || 0..s.len();
+    let columns = vec![
+        col!("flow_id", Option<u32>, s.iter().map(|b| b.flow_id)),
+        col!(
+            "proto",
+            &str,
+            rows().map(|i| if call(i).tcp { "tcp" } else { "udp" })
+        ),
+        col!("pid", u32, rows().map(|i| call(i).pid)),
+        col!("tid", u32, rows().map(|i| call(i).tid)),
+        col!("fd", i32, rows().map(|i| call(i).fd)),
+        col!(
+            "test",
+            Option<&str>,
+            rows().map(|i| split_test(call(i).test.as_deref()).0)
+        ),
+        col!(
+            "phase",
+            Option<&str>,
+            rows().map(|i| split_test(call(i).test.as_deref()).1)
+        ),
+        col!("t_call_ns", i64, rows().map(|i| call(i).t_call_ns)),
+        col!("t_return_ns", i64, rows().map(|i| call(i).t_return_ns)),
+        col!("bytes", i64, rows().map(|i| call(i).bytes)),
+        col!("stream_offset", u64, rows().map(|i| call(i).offset)),
+        col!("send_blocked_ns", i64, s.iter().map(|b| b.send_blocked_ns)),
+        col!(
+            "first_sent_ns",
+            Option<i64>,
+            s.iter().map(|b| b.first_sent_ns)
+        ),
+        col!(
+            "wire_delay_ns",
+            Option<i64>,
+            s.iter().map(|b| b.wire_delay_ns)
+        ),
+        col!(
+            "held_by",
+            Option<&str>,
+            s.iter().map(|b| b.held_by.map(|h| h.as_str()))
+        ),
+    ];
+    frame("sends", s.len(), columns)
+}
+
+/// The `tests` table: one row per pytest test and phase.
+pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
+    let groups = by_test(calls, blame);
+    let g = || groups.iter();
+    let columns = vec![
+        col!("test", &str, g().map(|((t, _), _)| *t)),
+        col!("phase", Option<&str>, g().map(|((_, p), _)| *p)),
+        col!("reads", u64, g().map(|(_, x)| x.reads)),
+        col!("read_bytes", u64, g().map(|(_, x)| x.read_bytes)),
+        col!("read_time_ns", i64, g().map(|(_, x)| x.read_time_ns)),
+        col!("loss_delay_ns", i64, g().map(|(_, x)| x.loss_delay_ns)),
+        col!("peer_wait_ns", i64, g().map(|(_, x)| x.peer_wait_ns)),
+        col!("buffer_wait_ns", i64, g().map(|(_, x)| x.buffer_wait_ns)),
+        col!("wakeup_ns", i64, g().map(|(_, x)| x.wakeup_ns)),
+        col!(
+            "retransmitted_bytes",
+            u64,
+            g().map(|(_, x)| x.retransmitted_bytes)
+        ),
+        col!("sends", u64, g().map(|(_, x)| x.sends)),
+        col!("send_bytes", u64, g().map(|(_, x)| x.send_bytes)),
+        col!("send_blocked_ns", i64, g().map(|(_, x)| x.send_blocked_ns)),
+        col!(
+            "worst_verdict",
+            Option<&str>,
+            g().map(|(_, x)| x.worst_verdict().map(|v| v.as_str()))
+        ),
+    ];
+    frame("tests", groups.len(), columns)
+}
