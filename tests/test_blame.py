@@ -140,26 +140,47 @@ def worst_by_test(report):
     return {name.strip(): detail.rsplit("worst: ", 1)[1] for name, detail in zip(lines[1::2], lines[2::2])}
 
 
-def test_shipped_demo_run_gives_every_loopback_verdict():
+DEMO_VERDICTS = {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late", "lossy network": "loss"}
+
+
+def test_shipped_demo_run_gives_every_verdict():
     demo = ROOT / "fixtures" / "demo-run"
     r = subprocess.run([str(netblame_path()), "analyze", "--pcap", str(demo / "capture.pcap"), "--events",
                         str(demo / "events")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert worst_by_test(r.stdout) == {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late"}
+    assert worst_by_test(r.stdout) == DEMO_VERDICTS
 
 
 def test_demo_live(tmp_path):
     need_root("the demo's live capture")
+    need_tool("nft")
+    need_tool("ip")
     r = subprocess.run([str(netblame_path()), "demo", "--out", str(tmp_path / "demo")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "peer-slow" in r.stdout and "app-late" in r.stdout
-    for name in ("capture.pcap", "report.txt", "tables/reads.parquet", "tables/reads.csv"):
-        assert (tmp_path / "demo" / name).exists(), name
+    assert "peer-slow" in r.stdout and "app-late" in r.stdout and "loss" in r.stdout
+    assert "nftables dropped 1 packet" in r.stderr
+    for table in ("reads", "sends", "tests", "flows", "packets"):
+        for ext in ("csv", "parquet"):
+            assert (tmp_path / "demo" / "tables" / f"{table}.{ext}").exists(), (table, ext)
+    assert (tmp_path / "demo" / "report.txt").exists()
     # Per test, with the threshold above scheduling noise (see THRESHOLD_MS).
     a = subprocess.run([str(netblame_path()), "analyze", str(tmp_path / "demo"), "--threshold", str(THRESHOLD_MS)],
                        capture_output=True, text=True)
-    assert worst_by_test(a.stdout) == {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late"}
+    assert worst_by_test(a.stdout) == DEMO_VERDICTS
+    # The nftables rule lived in the demo's own network namespace: nothing is left behind.
+    assert "netblame_demo" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+
+
+def test_demo_without_nftables_skips_only_the_lossy_phase(tmp_path):
+    need_root("the demo's live capture")
+    r = subprocess.run([str(netblame_path()), "demo", "--out", str(tmp_path / "demo")], capture_output=True,
+                       text=True, timeout=60, env={"PATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "no lossy phase: it needs the commands ip and nft" in r.stderr
+    a = subprocess.run([str(netblame_path()), "analyze", str(tmp_path / "demo"), "--threshold", str(THRESHOLD_MS)],
+                       capture_output=True, text=True)
+    assert worst_by_test(a.stdout) == {k: v for k, v in DEMO_VERDICTS.items() if k != "lossy network"}
 
 
 def test_demo_without_privileges_shows_the_shipped_run(tmp_path):
@@ -174,6 +195,6 @@ def test_demo_without_privileges_shows_the_shipped_run(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "CAP_NET_RAW" in r.stderr and "recorded earlier" in r.stderr
-    assert worst_by_test(r.stdout) == {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late"}
+    assert worst_by_test(r.stdout) == DEMO_VERDICTS
     import shutil
     shutil.rmtree(base)

@@ -1,16 +1,19 @@
-//! `netblame demo`: a built-in client and server on loopback whose reads earn every verdict the
-//! loopback can show (ok, peer-slow, app-late), captured, recorded with the Rust wrappers,
-//! analysed and reported. Without capture privileges it analyses the recorded demo run shipped
-//! in the binary instead.
+//! `netblame demo`: a built-in client and server whose reads earn every verdict: quick
+//! exchanges (ok), a server that thinks (peer-slow), a client that reads late (app-late) and, when
+//! netblame can give itself a network namespace with an nftables rule, a response dropped after
+//! the capture saw it (loss). Captured, recorded with the Rust wrappers, analysed and reported.
+//! Without capture privileges it analyses the recorded demo run shipped in the binary instead.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use netblame_instrument::{Call, EventLog, RecordedTcpStream};
+use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::capture::{NoPrivilege, Session};
 use crate::{Backend, CaptureOptions, DemoArgs, FileFormat};
@@ -38,14 +41,19 @@ fn serve(listener: TcpListener, log: Arc<EventLog>) -> std::io::Result<()> {
     }
 }
 
-fn workload(dir: &Path, listener: TcpListener) -> Result<()> {
+/// The demo's client: quick exchanges, a slow server, a late reader and, given `lossy`, a
+/// second connection whose first response nftables drops.
+fn workload(dir: &Path, listener: TcpListener, lossy: Option<TcpListener>) -> Result<()> {
     let log = Arc::new(EventLog::create_in(dir)?);
     let addr = listener.local_addr()?;
-    let server_log = log.clone();
-    let server = std::thread::spawn(move || serve(listener, server_log));
-    let mut c = RecordedTcpStream::connect(addr, log.clone())?;
+    let mut servers = Vec::new();
+    for l in std::iter::once(listener).chain(lossy) {
+        let server_log = log.clone();
+        let a = l.local_addr()?;
+        servers.push((a, std::thread::spawn(move || serve(l, server_log))));
+    }
     let mut buf = [0u8; 2000];
-    let mut exchange =
+    let exchange =
         |c: &mut RecordedTcpStream, req: u8, pause: Option<Duration>, phase: &str| -> Result<()> {
             log.mark(phase, Some(phase))?;
             c.set_tag(Some(phase));
@@ -56,19 +64,118 @@ fn workload(dir: &Path, listener: TcpListener) -> Result<()> {
             c.read_exact(&mut buf)?;
             Ok(())
         };
+    let mut exchange = exchange;
+    let mut c = RecordedTcpStream::connect(addr, log.clone())?;
     for _ in 0..5 {
         exchange(&mut c, b'F', None, "fast")?;
     }
     exchange(&mut c, b'S', None, "slow peer")?;
     exchange(&mut c, b'F', Some(CLIENT_PAUSE), "late reader")?;
     drop(c);
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the demo server panicked"))??;
+    if let Some((lossy_addr, _)) = servers.get(1) {
+        let mut c = RecordedTcpStream::connect(*lossy_addr, log.clone())?;
+        exchange(&mut c, b'F', None, "lossy network")?;
+    }
+    for (_, server) in servers {
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the demo server panicked"))??;
+    }
     Ok(())
 }
 
+/// Tables and rule of the lossy phase, in the demo's own network namespace.
+const NFT_TABLE: &str = "netblame_demo";
+
+/// Moves this thread (and the threads it starts) into a new network namespace of its own, with
+/// its loopback up: the lossy phase's nftables rule then touches nothing else on the machine,
+/// and it all disappears when netblame exits. Returns why not when it cannot.
+fn private_network() -> Result<(), String> {
+    let missing: Vec<&str> = [("ip", "-V"), ("nft", "--version")]
+        .into_iter()
+        .filter(|(tool, version)| {
+            Command::new(tool)
+                .arg(version)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .map(|(tool, _)| tool)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "it needs the commands {} (Debian and Ubuntu: apt-get install iproute2 nftables)",
+            missing.join(" and ")
+        ));
+    }
+    let home = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
+    unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("creating a network namespace needs root (CAP_SYS_ADMIN): {e}"))?;
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            s.success()
+                .then_some(())
+                .ok_or("ip link set lo up failed".to_string())
+        });
+    if let Err(e) = up {
+        // Back to the machine's network, so the rest of the demo still runs.
+        let _ = setns(&home, CloneFlags::CLONE_NEWNET);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Runs `nft -f -` with `rules`; the error says what nft printed.
+fn nft(rules: &str) -> Result<String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Drops, at the input hook (after the capture saw it), the first segment of more than 1,000
+/// bytes sent from `port`: the lossy phase's first response, which the server must retransmit.
+fn drop_first_response(port: u16) -> Result<()> {
+    nft(&format!(
+        "add table inet {NFT_TABLE}\n\
+         add counter inet {NFT_TABLE} dropped\n\
+         add chain inet {NFT_TABLE} input {{ type filter hook input priority 0; }}\n\
+         add rule inet {NFT_TABLE} input tcp sport {port} meta length > 1000 numgen inc mod 1000000 == 0 counter name dropped drop\n"
+    ))
+    .map(drop)
+}
+
+/// Packets the lossy phase's rule dropped (the ground truth).
+fn dropped_packets() -> Result<u64> {
+    let listing = nft(&format!("list counter inet {NFT_TABLE} dropped\n"))?;
+    listing
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected nft output: {listing}"))
+}
+
 pub fn run(args: &DemoArgs) -> Result<()> {
+    // Before any thread starts, so that they all share the namespace.
+    let private = private_network();
     let listener = TcpListener::bind("127.0.0.1:0").context("binding the demo server")?;
     let port = listener.local_addr()?.port();
     let opts = CaptureOptions {
@@ -85,27 +192,66 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
         return Err(e);
     }
+    let lossy = match &private {
+        Ok(()) => {
+            let l = TcpListener::bind("127.0.0.1:0").context("binding the lossy server")?;
+            drop_first_response(l.local_addr()?.port())?;
+            Some(l)
+        }
+        Err(why) => {
+            eprintln!("netblame demo: no lossy phase: {why}");
+            None
+        }
+    };
+    let opts = CaptureOptions {
+        port: std::iter::once(port)
+            .chain(
+                lossy
+                    .iter()
+                    .filter_map(|l| l.local_addr().ok())
+                    .map(|a| a.port()),
+            )
+            .collect(),
+        ..opts
+    };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("netblame-runs").join(format!(
             "demo-{}",
             chrono::Local::now().format("%Y%m%d-%H%M%S")
         ))
     });
-    std::fs::create_dir_all(out.join("events"))
-        .with_context(|| format!("cannot create {}", out.display()))?;
+    crate::run::make_run_dir(&out)?;
+    std::fs::create_dir(out.join("events"))?;
     let capture = out.join("capture.pcap");
     let session = Session::start(&opts, &capture, FileFormat::Pcap)?;
     eprintln!(
-        "netblame demo: a client and a server on 127.0.0.1:{port}: 5 quick exchanges, one the server thinks \
-         {} ms about, one the client reads {} ms late",
+        "netblame demo: a client and a server on 127.0.0.1:{port}{}: 5 quick exchanges, one the server \
+         thinks {} ms about, one the client reads {} ms late{}",
+        if lossy.is_some() {
+            " in a network namespace of its own"
+        } else {
+            ""
+        },
         SERVER_THINK.as_millis(),
-        CLIENT_PAUSE.as_millis()
+        CLIENT_PAUSE.as_millis(),
+        if lossy.is_some() {
+            ", and one whose answer nftables drops once"
+        } else {
+            ""
+        }
     );
-    let result = workload(&out.join("events"), listener);
+    let with_loss = lossy.is_some();
+    let result = workload(&out.join("events"), listener, lossy);
     std::thread::sleep(Duration::from_millis(100));
     let stats = session.stop()?;
     result?;
     crate::capture::print_stats(&stats, &capture);
+    if with_loss {
+        eprintln!(
+            "nftables dropped {} packet(s) after the capture saw them (the lossy phase's ground truth)",
+            dropped_packets()?
+        );
+    }
     let tables = out.join("tables");
     let mut text = Vec::new();
     crate::analyze::analyze(

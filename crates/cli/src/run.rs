@@ -82,7 +82,7 @@ fn default_out() -> PathBuf {
 }
 
 /// The run directory, made new (0700); fails before anything else is created.
-fn make_run_dir(out: &Path) -> Result<()> {
+pub(crate) fn make_run_dir(out: &Path) -> Result<()> {
     if out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
