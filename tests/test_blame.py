@@ -24,14 +24,14 @@ def reanalyse(run_dir, tmp_path):
         return list(csv.DictReader(f))
 
 
-def run_program(netns, tmp_path, think_ms, pause_ms):
+def run_program(netns, tmp_path, think_ms, pause_ms, mode="tcp", response_bytes="500"):
     out = tmp_path / "run"
     r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--port", "5055", "--out", str(out),
-                        "--", sys.executable, str(PROGRAM), "5055", str(think_ms), str(pause_ms)],
+                        "--", sys.executable, str(PROGRAM), "5055", str(think_ms), str(pause_ms), mode],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     reads = reanalyse(out, tmp_path)
-    client = [x for x in reads if x["bytes"] == "500"]
+    client = [x for x in reads if x["bytes"] == response_bytes]
     client.sort(key=lambda x: int(x["stream_offset"]))
     return out, r.stderr, client
 
@@ -41,11 +41,39 @@ def test_peer_slow_app_late_and_ok(netns, tmp_path):
     first, second, *rest = client
     assert first["verdict"] == "peer-slow"
     assert abs(int(first["peer_wait_ns"]) - 200 * MS) <= 2 * MS, first
+    assert abs(int(first["response_ns"]) - 200 * MS) <= 2 * MS, first
     assert second["verdict"] == "app-late"
     assert abs(int(second["buffer_wait_ns"]) - 150 * MS) <= 2 * MS, second
     assert [x["verdict"] for x in rest] == ["ok"] * 5
     assert "peer-slow" in report and "app-late" in report
     assert (out / "report.txt").read_text().startswith("netblame: ")
+
+
+def test_udp_datagrams_peer_slow_app_late_and_ok(netns, tmp_path):
+    out, report, client = run_program(netns, tmp_path, 200, 150, mode="udp", response_bytes="300")
+    assert all(x["proto"] == "udp" and x["flow_id"] for x in client), client
+    client.sort(key=lambda x: int(x["t_call_ns"]))
+    first, second, *rest = client
+    assert first["verdict"] == "peer-slow"
+    assert abs(int(first["peer_wait_ns"]) - 200 * MS) <= 2 * MS, first
+    assert second["verdict"] == "app-late"
+    assert abs(int(second["buffer_wait_ns"]) - 150 * MS) <= 2 * MS, second
+    assert [x["verdict"] for x in rest] == ["ok"] * 5
+    with open(out / "tables" / "sends.csv") as f:
+        sends = [s for s in csv.DictReader(f) if s["proto"] == "udp"]
+    assert len(sends) == 14 and all(s["wire_delay_ns"] for s in sends), sends
+
+
+def test_sends_held_by_the_peers_zero_window(netns, tmp_path):
+    out, report, _ = run_program(netns, tmp_path, 300, 0, mode="zero-window")
+    with open(out / "tables" / "flows.csv") as f:
+        server = [d for d in csv.DictReader(f) if d["src_port"] == "5055"]
+    assert int(server[0]["zero_window_packets"]) > 0, server
+    with open(tmp_path / "tables20" / "sends.csv") as f:
+        sends = [s for s in csv.DictReader(f) if int(s["bytes"]) > 0]
+    held = [s for s in sends if s["held_by"] == "zero-window"]
+    assert held, sorted({s["held_by"] for s in sends})
+    assert max(int(s["wire_delay_ns"]) for s in held) >= 100 * MS
 
 
 def test_loss_delay_equals_the_retransmission_time_in_the_capture(netns, tmp_path):

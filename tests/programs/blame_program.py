@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Known delays for the accuracy tests: a request the server thinks THINK ms about (peer-slow),
-a response the client reads PAUSE ms late (app-late), then fast round trips (ok).
+"""Known delays for the accuracy tests.
 
-Usage: blame_program.py PORT THINK_MS PAUSE_MS
+Usage: blame_program.py PORT THINK_MS PAUSE_MS [tcp|udp|zero-window]
+
+tcp, udp: a request the server thinks THINK ms about (peer-slow), a response the client reads
+PAUSE ms late (app-late), then fast round trips (ok). Responses are 500 bytes (tcp) or 300-byte
+datagrams (udp, on a connected client socket and an unconnected server socket).
+zero-window: the server sleeps THINK ms before reading at all while the client sends 4 MB; the
+client's bytes wait on the server's zero window.
 """
 
 import socket
@@ -11,31 +16,84 @@ import threading
 import time
 
 port, think, pause = int(sys.argv[1]), float(sys.argv[2]) / 1000, float(sys.argv[3]) / 1000
-srv = socket.create_server(("127.0.0.1", port))
+mode = sys.argv[4] if len(sys.argv) > 4 else "tcp"
 
 
-def serve():
-    c, _ = srv.accept()
-    while True:
-        req = c.recv(100)
-        if not req:
-            break
-        if req.startswith(b"slow"):
-            time.sleep(think)
-        c.sendall(b"r" * 500)
+def tcp():
+    srv = socket.create_server(("127.0.0.1", port))
+
+    def serve():
+        c, _ = srv.accept()
+        while True:
+            req = c.recv(100)
+            if not req:
+                break
+            if req.startswith(b"slow"):
+                time.sleep(think)
+            c.sendall(b"r" * 500)
+        c.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"slow")
+    assert len(c.recv(1000)) == 500          # offset 0: peer-slow, about THINK
+    c.sendall(b"fast")
+    time.sleep(pause)
+    assert len(c.recv(1000)) == 500          # offset 500: app-late, about PAUSE
+    for _ in range(5):
+        c.sendall(b"fast")
+        assert len(c.recv(1000)) == 500      # ok
+    c.close()
+    t.join()
+
+
+def udp():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", port))
+
+    def serve():
+        for _ in range(7):
+            req, addr = srv.recvfrom(100)
+            if req.startswith(b"slow"):
+                time.sleep(think)
+            srv.sendto(b"r" * 300, addr)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect(("127.0.0.1", port))
+    c.send(b"slow")
+    assert len(c.recv(1000)) == 300          # peer-slow, about THINK
+    c.send(b"fast")
+    time.sleep(pause)
+    assert len(c.recv(1000)) == 300          # app-late, about PAUSE
+    for _ in range(5):
+        c.send(b"fast")
+        assert len(c.recv(1000)) == 300      # ok
+    t.join()
+
+
+def zero_window():
+    srv = socket.create_server(("127.0.0.1", port))
+    total = 4 << 20
+
+    def serve():
+        c, _ = srv.accept()
+        time.sleep(think)
+        got = 0
+        while got < total:
+            got += len(c.recv(1 << 16))
+        c.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    c = socket.create_connection(("127.0.0.1", port))
+    chunk = b"z" * (1 << 14)
+    for _ in range(total // len(chunk)):
+        c.sendall(chunk)
+    t.join()
     c.close()
 
 
-t = threading.Thread(target=serve)
-t.start()
-c = socket.create_connection(("127.0.0.1", port))
-c.sendall(b"slow")
-assert len(c.recv(1000)) == 500          # offset 0: peer-slow, about THINK
-c.sendall(b"fast")
-time.sleep(pause)
-assert len(c.recv(1000)) == 500          # offset 500: app-late, about PAUSE
-for _ in range(5):
-    c.sendall(b"fast")
-    assert len(c.recv(1000)) == 500      # ok
-c.close()
-t.join()
+{"tcp": tcp, "udp": udp, "zero-window": zero_window}[mode]()

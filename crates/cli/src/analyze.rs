@@ -16,9 +16,16 @@ use crate::{AnalyzeArgs, UsageError};
 
 /// The recorded events as the correlator takes them.
 pub fn socket_calls(events: Vec<Event>) -> Vec<SocketCall> {
+    // Only open events name the protocol; the other events of the stream inherit it.
+    let udp: std::collections::HashSet<(u32, u64)> = events
+        .iter()
+        .filter(|e| e.proto == Some(Proto::Udp))
+        .map(|e| (e.pid, e.stream))
+        .collect();
     events
         .into_iter()
         .map(|e| SocketCall {
+            tcp: !udp.contains(&(e.pid, e.stream)),
             kind: match e.kind {
                 Kind::Open => CallKind::Open,
                 Kind::Recv => CallKind::Recv,
@@ -38,7 +45,6 @@ pub fn socket_calls(events: Vec<Event>) -> Vec<SocketCall> {
             test: e.test,
             local: e.local,
             peer: e.peer,
-            tcp: e.proto != Some(Proto::Udp),
         })
         .collect()
 }
