@@ -158,14 +158,15 @@ def test_pytest_session_blames_the_right_test_for_the_right_reason(netns, tmp_pa
         "test_session.py::test_fast": "ok",
     }, worst
     report = (out / "report.txt").read_text()
-    assert "test_session.py::test_slow_server (call)" in report and "worst: peer-slow" in report
+    assert worst_by_test(report)["test_session.py::test_slow_server (call)"] == "peer-slow"
     assert "worst: loss" in report
 
 
 def worst_by_test(report):
     """The 'worst:' verdict of each test in the per-test section of a report."""
-    lines = report.split("per test:")[1].split("per connection:")[0].splitlines()
-    return {name.strip(): detail.rsplit("worst: ", 1)[1] for name, detail in zip(lines[1::2], lines[2::2])}
+    section = report.split("\nper test")[1].split("\nper connection")[0]
+    lines = [line for line in section.splitlines()[1:] if line.strip()]
+    return {name.strip(): detail.rsplit("worst: ", 1)[1] for name, detail in zip(lines[0::2], lines[1::2])}
 
 
 DEMO_VERDICTS = {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late", "lossy network": "loss"}
@@ -226,3 +227,22 @@ def test_demo_without_privileges_shows_the_shipped_run(tmp_path):
     assert worst_by_test(r.stdout) == DEMO_VERDICTS
     import shutil
     shutil.rmtree(base)
+
+
+def test_readme_walkthrough_blames_the_server_and_the_late_test(netns, tmp_path):
+    """The README's walkthrough, run for real: examples/pytest under `netblame run`."""
+    out = tmp_path / "run"
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_service.py"],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT / "examples" / "pytest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    tables = tmp_path / "tables20"
+    a = subprocess.run([str(netblame_path()), "analyze", str(out), "--threshold", str(THRESHOLD_MS),
+                        "--csv", str(tables)], capture_output=True, text=True)
+    assert a.returncode == 0, a.stderr
+    with open(tables / "tests.csv") as f:
+        tests = {row["test"]: row for row in csv.DictReader(f) if row["phase"] == "call"}
+    report, batch = tests["test_service.py::test_report"], tests["test_service.py::test_batch"]
+    assert report["worst_verdict"] == "peer-slow" and int(report["peer_wait_ns"]) >= 245 * MS, report
+    assert batch["worst_verdict"] == "app-late" and int(batch["buffer_wait_ns"]) >= 80 * MS, batch
+    assert int(tests["test_service.py::test_get"]["reads"]) == 20

@@ -139,6 +139,23 @@ fn write_tables(
     Ok(())
 }
 
+/// Tests and connections listed in the report; the tables have them all.
+const MAX_LISTED: usize = 10;
+
+/// The line that sums up what a listing left out.
+fn more<K>(out: &mut impl Write, rest: &[(K, &Totals)], what: &str, table: &str) -> io::Result<()> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let lost: i64 = rest.iter().map(|(_, x)| x.blamed_ns()).sum();
+    writeln!(
+        out,
+        "  ... and {} more {what}, {} lost in all (tables/{table}.csv)",
+        rest.len(),
+        duration(lost)
+    )
+}
+
 fn breakdown(t: &Totals) -> String {
     format!(
         "loss {}, peer {}, program {}, wakeup {}",
@@ -208,21 +225,28 @@ fn report(
 
     let per_test = summary::by_test(calls, b);
     if !per_test.is_empty() {
-        writeln!(out, "\nper test:")?;
-        for ((test, phase), x) in &per_test {
+        writeln!(out, "\nper test (most time lost first):")?;
+        let mut tests: Vec<_> = per_test.iter().collect();
+        tests.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
+        for ((test, phase), x) in tests.iter().take(MAX_LISTED) {
             let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
             writeln!(
                 out,
-                "  {test}{phase}\n    {} reads, {} in reads; {}; worst: {}",
+                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}; worst: {}",
                 x.reads,
+                x.sends,
                 duration(x.read_time_ns),
                 breakdown(x),
                 worst(x)
             )?;
         }
+        more(out, &tests[tests.len().min(MAX_LISTED)..], "tests", "tests")?;
     }
-    writeln!(out, "\nper connection:")?;
-    for (f, x) in &summary::by_flow(calls, b) {
+    writeln!(out, "\nper connection (most time lost first):")?;
+    let per_flow = summary::by_flow(calls, b);
+    let mut flows: Vec<_> = per_flow.iter().collect();
+    flows.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
+    for (f, x) in flows.iter().take(MAX_LISTED) {
         writeln!(
             out,
             "  flow {:<4} {} reads, {}, {} in reads; {}; worst: {}",
@@ -234,6 +258,12 @@ fn report(
             worst(x)
         )?;
     }
+    more(
+        out,
+        &flows[flows.len().min(MAX_LISTED)..],
+        "connections",
+        "reads",
+    )?;
     if !b.unmatched_streams.is_empty() {
         writeln!(
             out,

@@ -263,6 +263,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         &mut text,
     )?;
     std::fs::write(out.join("report.txt"), &text)?;
+    crate::run::give_to_invoker(&out)?;
     std::io::stdout().write_all(&text)?;
     eprintln!(
         "\nThe run is in {}: capture.pcap (open it in Wireshark), events/ (netblame events dump), \

@@ -77,6 +77,24 @@ fn sudo_invoker() -> Option<Invoker> {
     })
 }
 
+/// Under sudo, gives `path` and everything in it to the user who ran sudo, so that a run made
+/// with privileges can be opened, analysed and deleted without them.
+pub(crate) fn give_to_invoker(path: &Path) -> std::io::Result<()> {
+    let Some(u) = sudo_invoker() else {
+        return Ok(());
+    };
+    fn walk(p: &Path, u: &Invoker) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid))?;
+        if p.is_dir() && !p.is_symlink() {
+            for entry in std::fs::read_dir(p)? {
+                walk(&entry?.path(), u)?;
+            }
+        }
+        Ok(())
+    }
+    walk(path, &u)
+}
+
 fn default_out() -> PathBuf {
     PathBuf::from("netblame-runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
 }

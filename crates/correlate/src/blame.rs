@@ -276,9 +276,10 @@ impl UdpMatch {
     }
 }
 
-/// The state of one stream while its calls are joined, in call order.
+/// One recorded stream while its calls are joined, in call order.
 #[derive(Debug, Clone, Copy, Default)]
-struct StreamProgress {
+struct StreamState {
+    joined: Option<Joined>,
     /// Position (in the stream's send direction) of the last byte of the latest send that no
     /// read has followed yet.
     unanswered_send_end: Option<i64>,
@@ -297,7 +298,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         by_pair.entry((a, b)).or_default().push(i);
         by_pair.entry((b, a)).or_default().push(i);
     }
-    let mut streams: HashMap<(u32, u64), Option<Joined>> = HashMap::new();
+    let mut streams: HashMap<(u32, u64), StreamState> = HashMap::new();
     let mut udp: Vec<UdpMatch> = Vec::new();
     let mut out = Blame::default();
     for c in calls.iter().filter(|c| c.kind == CallKind::Open) {
@@ -316,11 +317,22 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             out.unmatched_streams
                 .push((c.pid, c.stream, c.local, c.peer));
         }
-        streams.insert((c.pid, c.stream), entry);
+        streams.insert(
+            (c.pid, c.stream),
+            StreamState {
+                joined: entry,
+                unanswered_send_end: None,
+            },
+        );
     }
-    let mut progress: HashMap<(u32, u64), StreamProgress> = HashMap::new();
+    let mut no_stream = StreamState::default();
     for (idx, c) in calls.iter().enumerate() {
-        let joined = streams.get(&(c.pid, c.stream)).copied().flatten();
+        let st = if c.kind == CallKind::Recv || c.kind == CallKind::Send {
+            streams.entry((c.pid, c.stream)).or_default()
+        } else {
+            &mut no_stream
+        };
+        let joined = st.joined;
         match (c.kind, joined) {
             (CallKind::Recv, Some(Joined::Udp(u))) => {
                 out.reads
@@ -340,11 +352,10 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 });
             }
             (CallKind::Recv, _) if c.tcp => {
-                let p = progress.entry((c.pid, c.stream)).or_default();
                 let mut r = read_blame(analysis, idx, c, joined, threshold_ns);
                 if c.bytes > 0 && !c.peek {
                     if let (Some(end), Some(Joined::Tcp { flow, peer_dir })) =
-                        (p.unanswered_send_end.take(), joined)
+                        (st.unanswered_send_end.take(), joined)
                     {
                         r.response_ns = response_time(&analysis.flows[flow], peer_dir, end, c);
                     }
@@ -353,10 +364,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             }
             (CallKind::Send, _) if c.tcp => {
                 if c.bytes > 0 {
-                    progress
-                        .entry((c.pid, c.stream))
-                        .or_default()
-                        .unanswered_send_end = Some(c.offset as i64 + c.bytes);
+                    st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
                 }
                 out.sends
                     .push(tcp_send(analysis, idx, c, joined, threshold_ns));
