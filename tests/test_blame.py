@@ -246,3 +246,30 @@ def test_readme_walkthrough_blames_the_server_and_the_late_test(netns, tmp_path)
     assert report["worst_verdict"] == "peer-slow" and int(report["peer_wait_ns"]) >= 245 * MS, report
     assert batch["worst_verdict"] == "app-late" and int(batch["buffer_wait_ns"]) >= 80 * MS, batch
     assert int(tests["test_service.py::test_get"]["reads"]) == 20
+
+
+def test_every_analyze_table_loads_in_pandas_and_polars_with_no_options(tmp_path):
+    import pandas as pd
+    import polars as pl
+    demo = ROOT / "fixtures" / "demo-run"
+    r = subprocess.run([str(netblame_path()), "analyze", str(demo), "--csv", str(tmp_path / "csv"),
+                        "--parquet", str(tmp_path / "pq")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    shapes = {}
+    for table in ("reads", "sends", "tests", "flows", "packets"):
+        frames = (pd.read_csv(tmp_path / "csv" / f"{table}.csv"), pd.read_parquet(tmp_path / "pq" / f"{table}.parquet"),
+                  pl.read_csv(tmp_path / "csv" / f"{table}.csv").to_pandas(),
+                  pl.read_parquet(tmp_path / "pq" / f"{table}.parquet").to_pandas())
+        assert len({f.shape for f in frames}) == 1, (table, [f.shape for f in frames])
+        assert list(frames[0].columns) == list(frames[1].columns)
+        shapes[table] = frames[0].shape
+    assert shapes["tests"][0] == 4
+    reads = pl.read_parquet(tmp_path / "pq" / "reads.parquet")
+    required = ["flow_id", "pid", "tid", "fd", "test", "phase", "t_call_ns", "t_return_ns", "bytes", "stream_offset",
+                "ready_first_ns", "ready_last_ns", "network_wait_ns", "loss_delay_ns", "peer_wait_ns",
+                "buffer_wait_ns", "wakeup_ns", "retransmitted_bytes", "verdict"]
+    assert [c for c in required if c not in reads.columns] == []
+    lossy = reads.filter(pl.col("verdict") == "loss")
+    assert lossy.height == 1 and lossy["retransmitted_bytes"][0] == 2000
+    tests = pl.read_parquet(tmp_path / "pq" / "tests.parquet")
+    assert dict(zip(tests["test"], tests["worst_verdict"])) == DEMO_VERDICTS

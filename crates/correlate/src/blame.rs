@@ -151,6 +151,21 @@ pub struct ReadBlame {
     pub response_ns: Option<i64>,
 }
 
+impl ReadBlame {
+    /// A read not (yet) joined to the capture.
+    fn unjoined(call: usize, verdict: Verdict) -> ReadBlame {
+        ReadBlame {
+            call,
+            flow_id: None,
+            timing: ReadTiming::default(),
+            verdict,
+            causality_violation_ns: None,
+            segments: 0,
+            response_ns: None,
+        }
+    }
+}
+
 /// One write, joined to the capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendTiming {
@@ -163,6 +178,20 @@ pub struct SendTiming {
     pub wire_delay_ns: Option<i64>,
     /// When the wire delay reached the threshold: what the capture shows held the bytes back.
     pub held_by: Option<HeldBy>,
+}
+
+impl SendTiming {
+    /// A send not (yet) joined to the capture.
+    fn unjoined(call: usize, c: &SocketCall) -> SendTiming {
+        SendTiming {
+            call,
+            flow_id: None,
+            send_blocked_ns: c.t_return_ns - c.t_call_ns,
+            first_sent_ns: None,
+            wire_delay_ns: None,
+            held_by: None,
+        }
+    }
 }
 
 /// Why bytes a program had sent waited in its socket before going out, as the capture shows.
@@ -343,12 +372,10 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                     .then(|| udp[u].take(false, c.bytes))
                     .flatten();
                 out.sends.push(SendTiming {
-                    call: idx,
                     flow_id: found.map(|(_, fi)| analysis.flows[fi].id),
-                    send_blocked_ns: c.t_return_ns - c.t_call_ns,
                     first_sent_ns: found.map(|(t, _)| t),
                     wire_delay_ns: found.map(|(t, _)| t - c.t_return_ns),
-                    held_by: None,
+                    ..SendTiming::unjoined(idx, c)
                 });
             }
             (CallKind::Recv, _) if c.tcp => {
@@ -369,27 +396,15 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 out.sends
                     .push(tcp_send(analysis, idx, c, joined, threshold_ns));
             }
-            (CallKind::Recv, _) => out.reads.push(ReadBlame {
-                call: idx,
-                flow_id: None,
-                timing: ReadTiming::default(),
-                verdict: if c.bytes > 0 {
+            (CallKind::Recv, _) => out.reads.push(ReadBlame::unjoined(
+                idx,
+                if c.bytes > 0 {
                     Verdict::NotCaptured
                 } else {
                     Verdict::NoData
                 },
-                causality_violation_ns: None,
-                segments: 0,
-                response_ns: None,
-            }),
-            (CallKind::Send, _) => out.sends.push(SendTiming {
-                call: idx,
-                flow_id: None,
-                send_blocked_ns: c.t_return_ns - c.t_call_ns,
-                first_sent_ns: None,
-                wire_delay_ns: None,
-                held_by: None,
-            }),
+            )),
+            (CallKind::Send, _) => out.sends.push(SendTiming::unjoined(idx, c)),
             _ => {}
         }
     }
@@ -440,14 +455,7 @@ fn tcp_send(
     joined: Option<Joined>,
     threshold_ns: i64,
 ) -> SendTiming {
-    let mut s = SendTiming {
-        call: idx,
-        flow_id: None,
-        send_blocked_ns: c.t_return_ns - c.t_call_ns,
-        first_sent_ns: None,
-        wire_delay_ns: None,
-        held_by: None,
-    };
+    let mut s = SendTiming::unjoined(idx, c);
     let Some(Joined::Tcp { flow, peer_dir }) = joined else {
         return s;
     };
@@ -493,15 +501,7 @@ fn udp_read(
     c: &SocketCall,
     threshold_ns: i64,
 ) -> ReadBlame {
-    let mut r = ReadBlame {
-        call: idx,
-        flow_id: None,
-        timing: ReadTiming::default(),
-        verdict: Verdict::NoData,
-        causality_violation_ns: None,
-        segments: 0,
-        response_ns: None,
-    };
+    let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
     if c.bytes < 0 || c.peek {
         return r;
     }
@@ -526,15 +526,7 @@ fn read_blame(
     joined: Option<Joined>,
     threshold_ns: i64,
 ) -> ReadBlame {
-    let mut r = ReadBlame {
-        call: idx,
-        flow_id: None,
-        timing: ReadTiming::default(),
-        verdict: Verdict::NoData,
-        causality_violation_ns: None,
-        segments: 0,
-        response_ns: None,
-    };
+    let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
     let Some(Joined::Tcp { flow, peer_dir }) = joined else {
         r.verdict = Verdict::NotCaptured;
         return r;

@@ -22,35 +22,44 @@ fn frame(
     DataFrame::new(height, columns).map_err(|source| ExportError::Frame { table, source })
 }
 
-/// The `reads` table: one row per read call, joined to the capture.
-pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let r = &blame.reads;
-    let call = |i: usize| &calls[r[i].call];
-    let rows = || 0..r.len();
-    let columns = vec![
-        col!("flow_id", Option<u32>, r.iter().map(|b| b.flow_id)),
+/// The columns `reads` and `sends` share: the call and its connection, for `rows` of (index in
+/// `calls`, flow id).
+fn call_columns(calls: &[SocketCall], rows: Vec<(usize, Option<u32>)>) -> Vec<Column> {
+    let call = |&(i, _): &(usize, Option<u32>)| &calls[i];
+    let tag = |row| split_test(call(row).test.as_deref());
+    vec![
+        col!("flow_id", Option<u32>, rows.iter().map(|&(_, f)| f)),
         col!(
             "proto",
             &str,
-            rows().map(|i| if call(i).tcp { "tcp" } else { "udp" })
+            rows.iter()
+                .map(|row| if call(row).tcp { "tcp" } else { "udp" })
         ),
-        col!("pid", u32, rows().map(|i| call(i).pid)),
-        col!("tid", u32, rows().map(|i| call(i).tid)),
-        col!("fd", i32, rows().map(|i| call(i).fd)),
+        col!("pid", u32, rows.iter().map(|row| call(row).pid)),
+        col!("tid", u32, rows.iter().map(|row| call(row).tid)),
+        col!("fd", i32, rows.iter().map(|row| call(row).fd)),
+        col!("test", Option<&str>, rows.iter().map(|row| tag(row).0)),
+        col!("phase", Option<&str>, rows.iter().map(|row| tag(row).1)),
+        col!("t_call_ns", i64, rows.iter().map(|row| call(row).t_call_ns)),
         col!(
-            "test",
-            Option<&str>,
-            rows().map(|i| split_test(call(i).test.as_deref()).0)
+            "t_return_ns",
+            i64,
+            rows.iter().map(|row| call(row).t_return_ns)
         ),
+        col!("bytes", i64, rows.iter().map(|row| call(row).bytes)),
         col!(
-            "phase",
-            Option<&str>,
-            rows().map(|i| split_test(call(i).test.as_deref()).1)
+            "stream_offset",
+            u64,
+            rows.iter().map(|row| call(row).offset)
         ),
-        col!("t_call_ns", i64, rows().map(|i| call(i).t_call_ns)),
-        col!("t_return_ns", i64, rows().map(|i| call(i).t_return_ns)),
-        col!("bytes", i64, rows().map(|i| call(i).bytes)),
-        col!("stream_offset", u64, rows().map(|i| call(i).offset)),
+    ]
+}
+
+/// The `reads` table: one row per read call, joined to the capture.
+pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
+    let r = &blame.reads;
+    let mut columns = call_columns(calls, r.iter().map(|b| (b.call, b.flow_id)).collect());
+    columns.extend([
         col!(
             "ready_first_ns",
             Option<i64>,
@@ -86,39 +95,15 @@ pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
         col!("segments", u32, r.iter().map(|b| b.segments)),
         col!("response_ns", Option<i64>, r.iter().map(|b| b.response_ns)),
         col!("verdict", &str, r.iter().map(|b| b.verdict.as_str())),
-    ];
+    ]);
     frame("reads", r.len(), columns)
 }
 
 /// The `sends` table: one row per write call, joined to the capture.
 pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
     let s = &blame.sends;
-    let call = |i: usize| &calls[s[i].call];
-    let rows = || 0..s.len();
-    let columns = vec![
-        col!("flow_id", Option<u32>, s.iter().map(|b| b.flow_id)),
-        col!(
-            "proto",
-            &str,
-            rows().map(|i| if call(i).tcp { "tcp" } else { "udp" })
-        ),
-        col!("pid", u32, rows().map(|i| call(i).pid)),
-        col!("tid", u32, rows().map(|i| call(i).tid)),
-        col!("fd", i32, rows().map(|i| call(i).fd)),
-        col!(
-            "test",
-            Option<&str>,
-            rows().map(|i| split_test(call(i).test.as_deref()).0)
-        ),
-        col!(
-            "phase",
-            Option<&str>,
-            rows().map(|i| split_test(call(i).test.as_deref()).1)
-        ),
-        col!("t_call_ns", i64, rows().map(|i| call(i).t_call_ns)),
-        col!("t_return_ns", i64, rows().map(|i| call(i).t_return_ns)),
-        col!("bytes", i64, rows().map(|i| call(i).bytes)),
-        col!("stream_offset", u64, rows().map(|i| call(i).offset)),
+    let mut columns = call_columns(calls, s.iter().map(|b| (b.call, b.flow_id)).collect());
+    columns.extend([
         col!("send_blocked_ns", i64, s.iter().map(|b| b.send_blocked_ns)),
         col!(
             "first_sent_ns",
@@ -135,7 +120,7 @@ pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             Option<&str>,
             s.iter().map(|b| b.held_by.map(|h| h.as_str()))
         ),
-    ];
+    ]);
     frame("sends", s.len(), columns)
 }
 
