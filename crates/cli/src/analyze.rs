@@ -107,34 +107,42 @@ pub fn analyze(
     let calls = socket_calls(contents.events);
     let threshold_ns = (threshold_ms * 1e6) as i64;
     let result = blame(&analysis, &calls, threshold_ns);
-    for (dir, format) in [(csv, TableFormat::Csv), (parquet, TableFormat::Parquet)] {
-        if let Some(dir) = dir {
-            write_tables(dir, format, &analysis, &calls, &result)
-                .with_context(|| format!("writing tables into {}", dir.display()))?;
-        }
-    }
+    let outputs: Vec<(&Path, TableFormat)> =
+        [(csv, TableFormat::Csv), (parquet, TableFormat::Parquet)]
+            .into_iter()
+            .filter_map(|(dir, format)| Some((dir?, format)))
+            .collect();
+    write_tables(&outputs, &analysis, &calls, &result)?;
     report(out, &calls, &result, threshold_ms)?;
     Ok(())
 }
 
-/// Writes the five tables (docs/tables.md) into `dir`.
+/// Writes the five tables (docs/tables.md) in each of `outputs`. One table at a time, each
+/// written in every format before the next is built, so that peak memory is one table's.
 fn write_tables(
-    dir: &Path,
-    format: TableFormat,
+    outputs: &[(&Path, TableFormat)],
     analysis: &netblame_correlate::Analysis,
     calls: &[SocketCall],
     result: &Blame,
 ) -> Result<()> {
     use netblame_export as x;
-    let frames = [
-        ("reads", x::reads_frame(calls, result)?),
-        ("sends", x::sends_frame(calls, result)?),
-        ("tests", x::tests_frame(calls, result)?),
-        ("flows", x::flows_frame(analysis)?),
-        ("packets", x::packets_frame(analysis)?),
+    type Build<'a> = Box<dyn Fn() -> Result<x::DataFrame, x::ExportError> + 'a>;
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let tables: [(&str, Build); 5] = [
+        ("reads", Box::new(|| x::reads_frame(calls, result))),
+        ("sends", Box::new(|| x::sends_frame(calls, result))),
+        ("tests", Box::new(|| x::tests_frame(calls, result))),
+        ("flows", Box::new(|| x::flows_frame(analysis))),
+        ("packets", Box::new(|| x::packets_frame(analysis))),
     ];
-    for (name, mut frame) in frames {
-        x::write_table(dir, name, &mut frame, format)?;
+    for (name, build) in tables {
+        let mut frame = build()?;
+        for (dir, format) in outputs {
+            x::write_table(dir, name, &mut frame, *format)
+                .with_context(|| format!("writing tables into {}", dir.display()))?;
+        }
     }
     Ok(())
 }

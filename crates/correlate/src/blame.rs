@@ -312,6 +312,8 @@ struct StreamState {
     /// Position (in the stream's send direction) of the last byte of the latest send that no
     /// read has followed yet.
     unanswered_send_end: Option<i64>,
+    /// Where the last lookups landed in the byte timelines: [the peer's direction, ours].
+    hints: [usize; 2],
 }
 
 /// Joins `calls` to `analysis` and computes the timing of every read and send.
@@ -350,7 +352,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             (c.pid, c.stream),
             StreamState {
                 joined: entry,
-                unanswered_send_end: None,
+                ..StreamState::default()
             },
         );
     }
@@ -379,12 +381,13 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 });
             }
             (CallKind::Recv, _) if c.tcp => {
-                let mut r = read_blame(analysis, idx, c, joined, threshold_ns);
+                let mut r = read_blame(analysis, idx, c, joined, threshold_ns, &mut st.hints[0]);
                 if c.bytes > 0 && !c.peek {
                     if let (Some(end), Some(Joined::Tcp { flow, peer_dir })) =
                         (st.unanswered_send_end.take(), joined)
                     {
-                        r.response_ns = response_time(&analysis.flows[flow], peer_dir, end, c);
+                        let flow = &analysis.flows[flow];
+                        r.response_ns = response_time(flow, peer_dir, end, c, &mut st.hints);
                     }
                 }
                 out.reads.push(r);
@@ -393,8 +396,14 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 if c.bytes > 0 {
                     st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
                 }
-                out.sends
-                    .push(tcp_send(analysis, idx, c, joined, threshold_ns));
+                out.sends.push(tcp_send(
+                    analysis,
+                    idx,
+                    c,
+                    joined,
+                    threshold_ns,
+                    &mut st.hints[1],
+                ));
             }
             (CallKind::Recv, _) => out.reads.push(ReadBlame::unjoined(
                 idx,
@@ -439,12 +448,24 @@ fn tcp_flow(
 /// The peer's time to answer: its first captured transmission of the read's first byte minus
 /// the delivery of the request's last byte (position `request_end`). `None` when either side is
 /// not in the capture, or the bytes were on the wire before the request (not an answer to it).
-fn response_time(flow: &Flow, peer_dir: usize, request_end: i64, c: &SocketCall) -> Option<i64> {
+fn response_time(
+    flow: &Flow,
+    peer_dir: usize,
+    request_end: i64,
+    c: &SocketCall,
+    hints: &mut [usize; 2],
+) -> Option<i64> {
     let (req, resp) = (&flow.dirs[1 - peer_dir], &flow.dirs[peer_dir]);
     req.isn?;
     resp.isn?;
-    let asked = req.timeline.span_at(request_end)?.delivered_ns;
-    let answered = resp.timeline.span_at(c.offset as i64 + 1)?.first_sent_ns;
+    let asked = req
+        .timeline
+        .span_from(request_end, &mut hints[1])?
+        .delivered_ns;
+    let answered = resp
+        .timeline
+        .span_from(c.offset as i64 + 1, &mut hints[0])?
+        .first_sent_ns;
     (answered >= asked).then_some(answered - asked)
 }
 
@@ -454,6 +475,7 @@ fn tcp_send(
     c: &SocketCall,
     joined: Option<Joined>,
     threshold_ns: i64,
+    hint: &mut usize,
 ) -> SendTiming {
     let mut s = SendTiming::unjoined(idx, c);
     let Some(Joined::Tcp { flow, peer_dir }) = joined else {
@@ -466,7 +488,7 @@ fn tcp_send(
         return s;
     }
     let start = c.offset as i64 + 1;
-    let Some(span) = mine.timeline.span_at(start) else {
+    let Some(span) = mine.timeline.span_from(start, hint) else {
         return s;
     };
     let sent = span.first_sent_ns;
@@ -525,6 +547,7 @@ fn read_blame(
     c: &SocketCall,
     joined: Option<Joined>,
     threshold_ns: i64,
+    hint: &mut usize,
 ) -> ReadBlame {
     let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
     let Some(Joined::Tcp { flow, peer_dir }) = joined else {
@@ -544,7 +567,7 @@ fn read_blame(
     let start = c.offset as i64 + 1;
     let end = start + c.bytes;
     let spans = dir.timeline.spans();
-    let first = spans.partition_point(|s| s.end <= start);
+    let first = dir.timeline.index_from(start, hint);
     let (mut ready_last, mut nominal, mut rexmit, mut covered) = (i64::MIN, i64::MIN, 0u64, 0i64);
     let mut ready_first = None;
     for s in spans[first..].iter().take_while(|s| s.start < end) {

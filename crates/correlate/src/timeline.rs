@@ -87,6 +87,38 @@ impl ByteTimeline {
             .filter(|s| s.start <= pos)
     }
 
+    /// Index of the first span ending after `pos`, searching forward from `*hint` (a previous
+    /// answer): a program reads and writes its stream in order, so the next lookup is nearly
+    /// always a few spans on. Gallops, so a bad hint costs a logarithm, never a scan. Updates
+    /// `*hint`.
+    pub fn index_from(&self, pos: i64, hint: &mut usize) -> usize {
+        let n = self.spans.len();
+        let start = (*hint).min(n);
+        let i = if start > 0 && self.spans[start - 1].end > pos {
+            // Behind the hint: search from the start.
+            self.spans[..start].partition_point(|s| s.end <= pos)
+        } else {
+            let (mut lo, mut step) = (start, 1);
+            loop {
+                let probe = (lo + step).min(n);
+                if probe == n || self.spans[probe - 1].end > pos {
+                    break lo + self.spans[lo..probe].partition_point(|s| s.end <= pos);
+                }
+                lo = probe;
+                step *= 2;
+            }
+        };
+        *hint = i;
+        i
+    }
+
+    /// The span containing `pos`, searching from `*hint` (see [`Self::index_from`]).
+    pub fn span_from(&self, pos: i64, hint: &mut usize) -> Option<&Span> {
+        self.spans
+            .get(self.index_from(pos, hint))
+            .filter(|s| s.start <= pos)
+    }
+
     /// True when some captured segment carried `pos`.
     pub fn contains(&self, pos: i64) -> bool {
         self.span_at(pos).is_some()
@@ -310,5 +342,28 @@ mod tests {
         t.transmit(201, 301, 20);
         t.ack(401, 30);
         assert_eq!(t.gaps(), (2, 200));
+    }
+
+    #[test]
+    fn search_from_any_hint_finds_what_a_full_search_finds() {
+        let mut t = ByteTimeline::default();
+        // Spans of varied length with holes between some of them.
+        let mut pos = 1;
+        for i in 0..200i64 {
+            let len = 1 + (i * 7919) % 37;
+            t.transmit(pos, pos + len, i);
+            pos += len + if i % 5 == 0 { 3 } else { 0 };
+        }
+        let n = t.spans().len();
+        for p in -2..pos + 3 {
+            let want = t.first_ending_after(p);
+            for start in [0, 1, n / 3, n / 2, n - 1, n, n + 5] {
+                let mut hint = start;
+                assert_eq!(t.index_from(p, &mut hint), want, "pos {p} hint {start}");
+                assert_eq!(hint, want);
+                let mut hint = start;
+                assert_eq!(t.span_from(p, &mut hint), t.span_at(p));
+            }
+        }
     }
 }

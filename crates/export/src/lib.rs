@@ -16,6 +16,8 @@ use polars::prelude::*;
 
 mod calls;
 pub use calls::{reads_frame, sends_frame, tests_frame};
+/// The table type, for callers that hold a table between building and writing it.
+pub use polars::prelude::DataFrame;
 
 /// One value of a row-oriented record (small tables, JSON output).
 #[derive(Debug, Clone, PartialEq)]
