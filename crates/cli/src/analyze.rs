@@ -284,10 +284,21 @@ fn report(
         }
     }
     if b.causality_violations > 0 {
+        // The timing model: the largest violation is a lower bound on the clocks' offset.
+        let worst = b
+            .reads
+            .iter()
+            .filter_map(|r| r.causality_violation_ns)
+            .max()
+            .unwrap_or(0);
         writeln!(
             out,
-            "\nwarning: {} reads returned bytes more than 100 µs before they were captured: clock skew, or a join error",
-            b.causality_violations
+            "\nwarning: {} reads returned bytes more than 100 µs before they were captured (up to {}): \
+             clock skew between the capture and the program (the capture's clock is at least {} ahead), \
+             or a join error",
+            b.causality_violations,
+            duration(worst),
+            duration(worst)
         )?;
     }
     Ok(())

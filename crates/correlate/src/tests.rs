@@ -676,4 +676,16 @@ mod join {
         );
         assert!(b.unmatched_streams.is_empty());
     }
+
+    #[test]
+    fn a_read_returning_bytes_before_their_capture_is_a_causality_violation() {
+        let mut t = Trace::new();
+        t.handshake().pkt(false, 5001, 1001, F::ACK | F::PSH, 100); // 4 ms
+        let a = t.done();
+        // The program's clock runs 3 ms behind the capture's.
+        let calls = [tcp_open(), call(CallKind::Recv, T0, T0 + MS, 100, 0)];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.causality_violations, 1);
+        assert_eq!(b.reads[0].causality_violation_ns, Some(3 * MS));
+    }
 }
