@@ -76,6 +76,23 @@ def test_sends_held_by_the_peers_zero_window(netns, tmp_path):
     assert max(int(s["wire_delay_ns"]) for s in held) >= 100 * MS
 
 
+def test_nagle_and_delayed_ack_hold_the_second_small_write(netns, tmp_path):
+    out, report, _ = run_program(netns, tmp_path, 0, 0, mode="nagle")
+    with open(tmp_path / "tables20" / "sends.csv") as f:
+        sends = [s for s in csv.DictReader(f) if s["bytes"] == "10"]
+    headers, bodies = sends[0::2], sends[1::2]
+    assert len(bodies) == 10
+    # The header leaves at once; the body waits for the header's delayed ACK (40 ms minimum).
+    assert all(int(h["wire_delay_ns"]) < 5 * MS for h in headers), headers
+    assert all(b["held_by"] == "nagle" and int(b["wire_delay_ns"]) >= 30 * MS for b in bodies[1:]), bodies
+    assert "held by nagle" in report
+    with open(tmp_path / "tables20" / "reads.csv") as f:
+        answers = [r for r in csv.DictReader(f) if r["bytes"] == "100"]
+    # The answers to two-write requests: the peer answered at once, our request was late.
+    late = answers[11:]
+    assert all(r["request_held_by"] == "nagle" and int(r["response_ns"]) < 5 * MS for r in late), late
+
+
 def test_loss_delay_equals_the_retransmission_time_in_the_capture(netns, tmp_path):
     drop_first_segment(netns, 5055, 500)  # the first 500-byte response
     out, report, client = run_program(netns, tmp_path, 0, 0)

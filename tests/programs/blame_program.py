@@ -8,6 +8,9 @@ PAUSE ms late (app-late), then fast round trips (ok). Responses are 500 bytes (t
 datagrams (udp, on a connected client socket and an unconnected server socket).
 zero-window: the server sleeps THINK ms before reading at all while the client sends 4 MB; the
 client's bytes wait on the server's zero window.
+nagle: request/response with the request in two small writes (write-write-read): once the
+connection is interactive the server delays its ACKs, and Nagle's algorithm holds the second
+write until the delayed ACK of the first comes (the classic 40 ms stall).
 """
 
 import socket
@@ -96,4 +99,34 @@ def zero_window():
     c.close()
 
 
-{"tcp": tcp, "udp": udp, "zero-window": zero_window}[mode]()
+def nagle():
+    srv = socket.create_server(("127.0.0.1", port))
+
+    def serve():
+        c, _ = srv.accept()
+        while True:
+            req = b""
+            while len(req) < 20:
+                chunk = c.recv(100)
+                if not chunk:
+                    return
+                req += chunk
+            c.sendall(b"r" * 100)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    c = socket.create_connection(("127.0.0.1", port))
+    for i in range(20):
+        if i < 10:
+            c.sendall(b"q" * 20)                 # one write: no stall
+        else:
+            c.sendall(b"h" * 10)                 # header...
+            c.sendall(b"b" * 10)                 # ...and body: held behind the header
+        got = 0
+        while got < 100:
+            got += len(c.recv(1000))
+    c.close()
+    t.join()
+
+
+{"tcp": tcp, "udp": udp, "zero-window": zero_window, "nagle": nagle}[mode]()

@@ -368,6 +368,13 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         if let Some(resp) = r.response_ns {
             packets += &format!("; the peer answered {} after the request", duration(resp));
         }
+        if let Some(held) = r.request_held.map(|i| &b.sends[i]) {
+            packets += &format!(
+                "; the request waited {} in this host's kernel ({})",
+                duration(held.wire_delay_ns.unwrap_or(0)),
+                held.held_by.map_or("-", |h| h.as_str())
+            );
+        }
         writeln!(
             out,
             "      loss {}, peer {}, program {}, wakeup {}; {packets}",

@@ -149,6 +149,10 @@ pub struct ReadBlame {
     /// wire, from the delivery of the request's last byte to the first capture of the read's
     /// first byte.
     pub response_ns: Option<i64>,
+    /// For that read: the send of the request that the kernel held longest before the wire, if
+    /// one was held (index in `Blame::sends`). A peer that looks slow may have been waiting for
+    /// a request our own stack held back (Nagle, a zero window).
+    pub request_held: Option<usize>,
 }
 
 impl ReadBlame {
@@ -162,6 +166,7 @@ impl ReadBlame {
             causality_violation_ns: None,
             segments: 0,
             response_ns: None,
+            request_held: None,
         }
     }
 }
@@ -317,6 +322,8 @@ struct StreamState {
     /// Position (in the stream's send direction) of the last byte of the latest send that no
     /// read has followed yet.
     unanswered_send_end: Option<i64>,
+    /// Index in `Blame::sends` of the first send since the last read: where the request began.
+    request_first_send: Option<usize>,
     /// Where the last lookups landed in the byte timelines: [the peer's direction, ours].
     hints: [usize; 2],
 }
@@ -394,12 +401,18 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                         let flow = &analysis.flows[flow];
                         r.response_ns = response_time(flow, peer_dir, end, c, &mut st.hints);
                     }
+                    r.request_held = st.request_first_send.take().and_then(|first| {
+                        (first..out.sends.len())
+                            .filter(|&i| out.sends[i].held_by.is_some())
+                            .max_by_key(|&i| out.sends[i].wire_delay_ns)
+                    });
                 }
                 out.reads.push(r);
             }
             (CallKind::Send, _) if c.tcp => {
                 if c.bytes > 0 {
                     st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
+                    st.request_first_send.get_or_insert(out.sends.len());
                 }
                 out.sends.push(tcp_send(
                     analysis,

@@ -94,6 +94,20 @@ pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
         ),
         col!("segments", u32, r.iter().map(|b| b.segments)),
         col!("response_ns", Option<i64>, r.iter().map(|b| b.response_ns)),
+        col!(
+            "request_held_by",
+            Option<&str>,
+            r.iter().map(|b| b
+                .request_held
+                .and_then(|i| blame.sends[i].held_by)
+                .map(|h| h.as_str()))
+        ),
+        col!(
+            "request_wire_delay_ns",
+            Option<i64>,
+            r.iter()
+                .map(|b| b.request_held.and_then(|i| blame.sends[i].wire_delay_ns))
+        ),
         col!("verdict", &str, r.iter().map(|b| b.verdict.as_str())),
     ]);
     frame("reads", r.len(), columns)
