@@ -290,3 +290,32 @@ def test_every_analyze_table_loads_in_pandas_and_polars_with_no_options(tmp_path
     assert lossy.height == 1 and lossy["retransmitted_bytes"][0] == 2000
     tests = pl.read_parquet(tmp_path / "pq" / "tests.parquet")
     assert dict(zip(tests["test"], tests["worst_verdict"])) == DEMO_VERDICTS
+
+
+UNSEEN = '''
+import os, socket, subprocess, sys
+# A child the interposer cannot see (as a static or Go binary would be): its connection is only
+# in the capture.
+child = """
+import socket, threading
+srv = socket.create_server(("127.0.0.1", 5057))
+threading.Thread(target=lambda: srv.accept()[0].sendall(b"x" * 10)).start()
+c = socket.create_connection(("127.0.0.1", 5057))
+assert c.recv(10)
+"""
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+subprocess.run([sys.executable, "-c", child], env=env, check=True)
+# And a Unix socket the program itself uses: recorded nowhere, on no wire.
+a, b = socket.socketpair()
+a.sendall(b"local")
+assert b.recv(5) == b"local"
+'''
+
+
+def test_connections_only_the_capture_saw_are_listed(netns, tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        sys.executable, "-c", UNSEEN], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "1 connections in the capture have no recorded socket calls" in r.stderr, r.stderr
+    assert "flow 1 tcp 127.0.0.1:" in r.stderr and ":5057" in r.stderr

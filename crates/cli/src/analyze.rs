@@ -113,7 +113,7 @@ pub fn analyze(
             .filter_map(|(dir, format)| Some((dir?, format)))
             .collect();
     write_tables(&outputs, &analysis, &calls, &result)?;
-    report(out, &calls, &result, threshold_ms)?;
+    report(out, &analysis, &calls, &result, threshold_ms)?;
     Ok(())
 }
 
@@ -188,6 +188,7 @@ fn share(part: i64, whole: i64) -> String {
 
 fn report(
     out: &mut impl Write,
+    analysis: &netblame_correlate::Analysis,
     calls: &[SocketCall],
     b: &Blame,
     threshold_ms: f64,
@@ -281,6 +282,28 @@ fn report(
         for (pid, _, local, peer) in b.unmatched_streams.iter().take(10) {
             let show = |a: &Option<std::net::SocketAddr>| a.map_or("?".into(), |a| a.to_string());
             writeln!(out, "  pid {pid}: {} -> {}", show(local), show(peer))?;
+        }
+    }
+    if !b.unmatched_flows.is_empty() {
+        writeln!(
+            out,
+            "\n{} connections in the capture have no recorded socket calls (programs the interposer \
+             cannot see: static or Go binaries, processes started without it):",
+            b.unmatched_flows.len()
+        )?;
+        for &id in b.unmatched_flows.iter().take(MAX_LISTED) {
+            let f = &analysis.flows[id as usize - 1];
+            let [a, z] = f
+                .endpoints
+                .map(|e| std::net::SocketAddr::new(e.addr, e.port));
+            writeln!(out, "  flow {id} {} {a} <-> {z}", f.protocol.as_str())?;
+        }
+        if b.unmatched_flows.len() > MAX_LISTED {
+            writeln!(
+                out,
+                "  ... and {} more (tables/flows.csv)",
+                b.unmatched_flows.len() - MAX_LISTED
+            )?;
         }
     }
     if b.causality_violations > 0 {

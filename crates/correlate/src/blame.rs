@@ -232,6 +232,9 @@ pub struct Blame {
     /// Streams recorded by the program but not found in the capture (Unix sockets never are;
     /// these are connections outside the filter or interface, or before the capture started).
     pub unmatched_streams: Vec<(u32, u64, Option<SocketAddr>, Option<SocketAddr>)>,
+    /// Flows in the capture no recorded socket joined (ids): programs the interposer cannot see
+    /// (static or Go binaries), processes started without it, or traffic of other programs.
+    pub unmatched_flows: Vec<u32>,
     /// Reads more than 100 µs before their bytes were captured.
     pub causality_violations: usize,
 }
@@ -262,6 +265,8 @@ enum Joined {
 struct UdpMatch {
     /// (capture time, length, flow index)
     incoming: Vec<(i64, u32, usize)>,
+    /// The flows (indices) those datagrams come from.
+    flows: Vec<usize>,
     outgoing: Vec<(i64, u32, usize)>,
     next_in: usize,
     next_out: usize,
@@ -283,6 +288,7 @@ impl UdpMatch {
             }
             for me in 0..2 {
                 if matches(local, &f.endpoints[me]) && matches(peer, &f.endpoints[1 - me]) {
+                    m.flows.push(i);
                     let tag = |&(t, n): &(i64, u32)| (t, n, i);
                     m.incoming.extend(f.dirs[1 - me].datagrams.iter().map(tag));
                     m.outgoing.extend(f.dirs[me].datagrams.iter().map(tag));
@@ -344,18 +350,22 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
     let mut streams: HashMap<(u32, u64), StreamState> = HashMap::new();
     let mut udp: Vec<UdpMatch> = Vec::new();
     let mut out = Blame::default();
+    let mut flow_joined = vec![false; analysis.flows.len()];
     for c in calls.iter().filter(|c| c.kind == CallKind::Open) {
-        let (Some(local), Some(peer)) = (c.local.map(canonical), c.peer.map(canonical)) else {
-            continue;
-        };
-        let entry = if c.tcp {
-            tcp_flow(analysis, &by_pair, c, local, peer)
-        } else {
-            UdpMatch::new(analysis, local, peer).map(|m| {
+        let entry = match (c.local.map(canonical), c.peer.map(canonical)) {
+            (Some(local), Some(peer)) if c.tcp => tcp_flow(analysis, &by_pair, c, local, peer),
+            (Some(local), Some(peer)) => UdpMatch::new(analysis, local, peer).map(|m| {
+                for &i in &m.flows {
+                    flow_joined[i] = true;
+                }
                 udp.push(m);
                 Joined::Udp(udp.len() - 1)
-            })
+            }),
+            _ => None,
         };
+        if let Some(Joined::Tcp { flow, .. }) = entry {
+            flow_joined[flow] = true;
+        }
         if entry.is_none() {
             out.unmatched_streams
                 .push((c.pid, c.stream, c.local, c.peer));
@@ -368,6 +378,13 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             },
         );
     }
+    out.unmatched_flows = analysis
+        .flows
+        .iter()
+        .zip(&flow_joined)
+        .filter(|(_, &joined)| !joined)
+        .map(|(f, _)| f.id)
+        .collect();
     let mut no_stream = StreamState::default();
     for (idx, c) in calls.iter().enumerate() {
         let st = if c.kind == CallKind::Recv || c.kind == CallKind::Send {

@@ -622,6 +622,9 @@ mod join {
         assert_eq!(b.reads[0].verdict, Verdict::Unaligned);
         assert_eq!(b.reads[1].verdict, Verdict::NotCaptured);
         assert_eq!(b.unmatched_streams.len(), 1);
+        assert!(b.unmatched_flows.is_empty());
+        // With no recorded calls, the capture's connection is the one left unmatched.
+        assert_eq!(blame(&a, &[], MS).unmatched_flows, vec![1]);
     }
 
     fn udp(out: &mut Vec<u8>, from_b: bool, len: usize) {
