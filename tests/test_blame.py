@@ -4,6 +4,8 @@ import csv
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, drop_first_segment, need_root, need_tool, netblame_path
 
 PROGRAM = ROOT / "tests" / "programs" / "blame_program.py"
@@ -47,6 +49,18 @@ def test_peer_slow_app_late_and_ok(netns, tmp_path):
     assert [x["verdict"] for x in rest] == ["ok"] * 5
     assert "peer-slow" in report and "app-late" in report
     assert (out / "report.txt").read_text().startswith("netblame: ")
+
+
+@pytest.mark.parametrize("mode", ["tcp6", "v4-mapped"])
+def test_ipv6_and_v4_mapped_sockets_join_their_connections(netns, tmp_path, mode):
+    out, report, client = run_program(netns, tmp_path, 100, 0, mode=mode)
+    assert client[0]["verdict"] == "peer-slow"
+    assert abs(int(client[0]["peer_wait_ns"]) - 100 * MS) <= 2 * MS, client[0]
+    with open(tmp_path / "tables20" / "reads.csv") as f:
+        reads = list(csv.DictReader(f))
+    # Both ends (the server's reads of the requests too) are joined to the one connection.
+    assert {r["flow_id"] for r in reads if int(r["bytes"]) > 0} == {"1"}, reads
+    assert "not in the capture" not in report and "no recorded socket calls" not in report
 
 
 def test_udp_datagrams_peer_slow_app_late_and_ok(netns, tmp_path):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Known delays for the accuracy tests.
 
-Usage: blame_program.py PORT THINK_MS PAUSE_MS [tcp|udp|zero-window]
+Usage: blame_program.py PORT THINK_MS PAUSE_MS [tcp|tcp6|v4-mapped|udp|zero-window|nagle]
 
-tcp, udp: a request the server thinks THINK ms about (peer-slow), a response the client reads
+tcp (tcp6: over IPv6; v4-mapped: a dual-stack server, an IPv4 client), udp: a request the server thinks THINK ms about (peer-slow), a response the client reads
 PAUSE ms late (app-late), then fast round trips (ok). Responses are 500 bytes (tcp) or 300-byte
 datagrams (udp, on a connected client socket and an unconnected server socket).
 zero-window: the server sleeps THINK ms before reading at all while the client sends 4 MB; the
@@ -22,8 +22,9 @@ port, think, pause = int(sys.argv[1]), float(sys.argv[2]) / 1000, float(sys.argv
 mode = sys.argv[4] if len(sys.argv) > 4 else "tcp"
 
 
-def tcp():
-    srv = socket.create_server(("127.0.0.1", port))
+def tcp(server=("127.0.0.1", socket.AF_INET), client="127.0.0.1"):
+    host, family = server
+    srv = socket.create_server((host, port), family=family, dualstack_ipv6=(host == "::"))
 
     def serve():
         c, _ = srv.accept()
@@ -38,7 +39,7 @@ def tcp():
 
     t = threading.Thread(target=serve)
     t.start()
-    c = socket.create_connection(("127.0.0.1", port))
+    c = socket.create_connection((client, port))
     c.sendall(b"slow")
     assert len(c.recv(1000)) == 500          # offset 0: peer-slow, about THINK
     c.sendall(b"fast")
@@ -129,4 +130,14 @@ def nagle():
     t.join()
 
 
-{"tcp": tcp, "udp": udp, "zero-window": zero_window, "nagle": nagle}[mode]()
+MODES = {
+    "tcp": tcp,
+    # IPv6 on both sides.
+    "tcp6": lambda: tcp(("::1", socket.AF_INET6), "::1"),
+    # A dual-stack server: its accepted socket names the IPv4 client as ::ffff:127.0.0.1.
+    "v4-mapped": lambda: tcp(("::", socket.AF_INET6), "127.0.0.1"),
+    "udp": udp,
+    "zero-window": zero_window,
+    "nagle": nagle,
+}
+MODES[mode]()
