@@ -157,7 +157,7 @@ pub struct ReadBlame {
 
 impl ReadBlame {
     /// A read not (yet) joined to the capture.
-    fn unjoined(call: usize, verdict: Verdict) -> ReadBlame {
+    pub(crate) fn unjoined(call: usize, verdict: Verdict) -> ReadBlame {
         ReadBlame {
             call,
             flow_id: None,

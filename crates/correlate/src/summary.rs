@@ -63,7 +63,13 @@ impl Totals {
             Verdict::WakeupLate => t.wakeup_ns,
             _ => 0,
         };
-        if self.worst.is_none_or(|(_, w)| cost > w) {
+        // Ties (no cause reached the threshold) go to the verdict that says more: a read that
+        // could not be analysed outranks an `ok` one, whatever the order of the calls.
+        let says_more = |v: Verdict| v != Verdict::Ok;
+        let better = self
+            .worst
+            .is_none_or(|(w_verdict, w)| (cost, says_more(r.verdict)) > (w, says_more(w_verdict)));
+        if better {
             self.worst = Some((r.verdict, cost));
         }
     }
@@ -147,5 +153,53 @@ mod tests {
         );
         assert_eq!(split_test(Some("demo")), (Some("demo"), None));
         assert_eq!(split_test(None), (None, None));
+    }
+
+    #[test]
+    fn worst_verdict_does_not_depend_on_call_order() {
+        use crate::blame::{CallKind, ReadTiming};
+        let call = SocketCall {
+            kind: CallKind::Recv,
+            pid: 1,
+            tid: 1,
+            fd: 3,
+            stream: 1,
+            t_call_ns: 0,
+            t_return_ns: 10,
+            bytes: 10,
+            offset: 0,
+            peek: false,
+            test: None,
+            local: None,
+            peer: None,
+            tcp: true,
+        };
+        let read = |verdict, peer_wait_ns| ReadBlame {
+            verdict,
+            timing: ReadTiming {
+                peer_wait_ns,
+                ..ReadTiming::default()
+            },
+            ..ReadBlame::unjoined(0, verdict)
+        };
+        let reads = [
+            read(Verdict::Ok, 0),
+            read(Verdict::NotCaptured, 0),
+            read(Verdict::PeerSlow, 5_000_000),
+        ];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+            let mut t = Totals::default();
+            for i in order {
+                t.add_read(&call, &reads[i]);
+            }
+            assert_eq!(t.worst_verdict(), Some(Verdict::PeerSlow));
+        }
+        for order in [[0, 1], [1, 0]] {
+            let mut t = Totals::default();
+            for i in order {
+                t.add_read(&call, &reads[i]);
+            }
+            assert_eq!(t.worst_verdict(), Some(Verdict::NotCaptured));
+        }
     }
 }
