@@ -164,13 +164,23 @@ fn more<K>(out: &mut impl Write, rest: &[(K, &Totals)], what: &str, table: &str)
     )
 }
 
-fn breakdown(t: &Totals) -> String {
+/// The four causes of the timing model, as the report words them.
+fn causes(loss: i64, peer: i64, program: i64, wakeup: i64) -> String {
     format!(
         "loss {}, peer {}, program {}, wakeup {}",
-        duration(t.loss_delay_ns),
-        duration(t.peer_wait_ns),
-        duration(t.buffer_wait_ns),
-        duration(t.wakeup_ns)
+        duration(loss),
+        duration(peer),
+        duration(program),
+        duration(wakeup)
+    )
+}
+
+fn breakdown(t: &Totals) -> String {
+    causes(
+        t.loss_delay_ns,
+        t.peer_wait_ns,
+        t.buffer_wait_ns,
+        t.wakeup_ns,
     )
 }
 
@@ -400,11 +410,13 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         }
         writeln!(
             out,
-            "      loss {}, peer {}, program {}, wakeup {}; {packets}",
-            duration(t.loss_delay_ns),
-            duration(t.peer_wait_ns),
-            duration(t.buffer_wait_ns),
-            duration(t.wakeup_ns),
+            "      {}; {packets}",
+            causes(
+                t.loss_delay_ns,
+                t.peer_wait_ns,
+                t.buffer_wait_ns,
+                t.wakeup_ns
+            ),
         )?;
     }
     Ok(())

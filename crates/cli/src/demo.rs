@@ -53,7 +53,7 @@ fn workload(dir: &Path, listener: TcpListener, lossy: Option<TcpListener>) -> Re
         servers.push((a, std::thread::spawn(move || serve(l, server_log))));
     }
     let mut buf = [0u8; 2000];
-    let exchange =
+    let mut exchange =
         |c: &mut RecordedTcpStream, req: u8, pause: Option<Duration>, phase: &str| -> Result<()> {
             log.mark(phase, Some(phase))?;
             c.set_tag(Some(phase));
@@ -64,7 +64,6 @@ fn workload(dir: &Path, listener: TcpListener, lossy: Option<TcpListener>) -> Re
             c.read_exact(&mut buf)?;
             Ok(())
         };
-    let mut exchange = exchange;
     let mut c = RecordedTcpStream::connect(addr, log.clone())?;
     for _ in 0..5 {
         exchange(&mut c, b'F', None, "fast")?;
@@ -84,7 +83,7 @@ fn workload(dir: &Path, listener: TcpListener, lossy: Option<TcpListener>) -> Re
     Ok(())
 }
 
-/// Tables and rule of the lossy phase, in the demo's own network namespace.
+/// The nftables table of the lossy phase, in the demo's own network namespace.
 const NFT_TABLE: &str = "netblame_demo";
 
 /// Moves this thread (and the threads it starts) into a new network namespace of its own, with
