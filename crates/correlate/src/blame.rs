@@ -551,6 +551,13 @@ fn tcp_send(
     s
 }
 
+/// How long before its first byte was captured arriving the read returned, beyond 100 µs of
+/// slack for the two clocks' granularity (docs/timing-model.md, Clocks).
+fn causality_violation(ready_first: i64, c: &SocketCall) -> Option<i64> {
+    let early = ready_first - c.t_return_ns;
+    (early > 100_000).then_some(early)
+}
+
 fn udp_read(
     analysis: &Analysis,
     m: &mut UdpMatch,
@@ -570,9 +577,7 @@ fn udp_read(
     r.segments = 1;
     r.timing = ReadTiming::compute(c.t_call_ns, c.t_return_ns, ts, ts, ts);
     r.verdict = r.timing.verdict(threshold_ns);
-    if ts > c.t_return_ns + 100_000 {
-        r.causality_violation_ns = Some(ts - c.t_return_ns);
-    }
+    r.causality_violation_ns = causality_violation(ts, c);
     r
 }
 
@@ -628,9 +633,7 @@ fn read_blame(
     r.timing = ReadTiming::compute(c.t_call_ns, c.t_return_ns, ready_first, ready_last, nominal);
     r.timing.retransmitted_bytes = rexmit;
     r.verdict = r.timing.verdict(threshold_ns);
-    if ready_first > c.t_return_ns + 100_000 {
-        r.causality_violation_ns = Some(ready_first - c.t_return_ns);
-    }
+    r.causality_violation_ns = causality_violation(ready_first, c);
     r
 }
 
