@@ -118,7 +118,8 @@ pub fn analyze(
 }
 
 /// Writes the five tables (docs/tables.md) in each of `outputs`. One table at a time, each
-/// written in every format before the next is built, so that peak memory is one table's.
+/// written in every format before the next is built (`packets` in batches), so that peak memory
+/// is about one table's.
 fn write_tables(
     outputs: &[(&Path, TableFormat)],
     analysis: &netblame_correlate::Analysis,
@@ -130,21 +131,25 @@ fn write_tables(
     if outputs.is_empty() {
         return Ok(());
     }
-    let tables: [(&str, Build); 5] = [
+    let tables: [(&str, Build); 3] = [
         ("reads", Box::new(|| x::reads_frame(calls, result))),
         ("sends", Box::new(|| x::sends_frame(calls, result))),
         ("tests", Box::new(|| x::tests_frame(calls, result))),
-        ("flows", Box::new(|| x::flows_frame(analysis))),
-        ("packets", Box::new(|| x::packets_frame(analysis))),
     ];
+    let context = || {
+        let dirs: Vec<String> = outputs
+            .iter()
+            .map(|(d, _)| d.display().to_string())
+            .collect();
+        format!("writing tables into {}", dirs.join(" and "))
+    };
     for (name, build) in tables {
         let mut frame = build()?;
         for (dir, format) in outputs {
-            x::write_table(dir, name, &mut frame, *format)
-                .with_context(|| format!("writing tables into {}", dir.display()))?;
+            x::write_table(dir, name, &mut frame, *format).with_context(context)?;
         }
     }
-    Ok(())
+    x::write_capture_tables(analysis, outputs).with_context(context)
 }
 
 /// Tests and connections listed in the report; the tables have them all.

@@ -65,12 +65,8 @@ pub fn run(args: &FlowsArgs) -> Result<()> {
 }
 
 fn write_tables(dir: &Path, analysis: &Analysis, format: TableFormat) -> Result<()> {
-    let mut flows = netblame_export::flows_frame(analysis)?;
-    netblame_export::write_table(dir, "flows", &mut flows, format)?;
-    let mut packets = netblame_export::packets_frame(analysis)?;
-    netblame_export::write_table(dir, "packets", &mut packets, format)
-        .with_context(|| format!("writing tables into {}", dir.display()))?;
-    Ok(())
+    netblame_export::write_capture_tables(analysis, &[(dir, format)])
+        .with_context(|| format!("writing tables into {}", dir.display()))
 }
 
 fn record_json(record: &netblame_export::Record) -> Value {

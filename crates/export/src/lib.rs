@@ -201,7 +201,13 @@ pub fn flag_string(flags: u8) -> String {
 
 /// The `packets` table: one row per TCP/UDP packet, built column by column.
 pub fn packets_frame(analysis: &Analysis) -> Result<DataFrame, ExportError> {
-    let p: &[PacketRecord] = &analysis.packets;
+    packets_frame_rows(analysis, &analysis.packets)
+}
+
+/// The `packets` table of some of the analysis's packets.
+fn packets_frame_rows(analysis: &Analysis, p: &[PacketRecord]) -> Result<DataFrame, ExportError> {
+    // Every flag combination's letters, made once rather than once a packet.
+    let flag_strings: Vec<String> = (0..=u8::MAX).map(flag_string).collect();
     let flow = |r: &PacketRecord| &analysis.flows[r.flow_id as usize - 1];
     let ep = |r: &PacketRecord, sender: bool| {
         let d = usize::from(r.dir);
@@ -277,8 +283,8 @@ pub fn packets_frame(analysis: &Analysis) -> Result<DataFrame, ExportError> {
         Column::new(
             "flags".into(),
             p.iter()
-                .map(|r| flag_string(r.flags))
-                .collect::<Vec<String>>(),
+                .map(|r| flag_strings[usize::from(r.flags)].as_str())
+                .collect::<Vec<&str>>(),
         ),
         Column::new(
             "window".into(),
@@ -348,6 +354,100 @@ impl Error for ExportError {
     }
 }
 
+/// Rows of the `packets` table built and written at a time: the table of a large capture is
+/// never whole in memory.
+const PACKET_BATCH: usize = if cfg!(test) { 3 } else { 1 << 20 };
+
+/// A table being written in batches.
+enum BatchedTable {
+    Csv(polars::io::csv::write::BatchedWriter<BufWriter<File>>),
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
+}
+
+/// Writes the capture's tables, `flows` and `packets` (in batches), into each of `outputs`
+/// (directory, format).
+pub fn write_capture_tables(
+    analysis: &Analysis,
+    outputs: &[(&Path, TableFormat)],
+) -> Result<(), ExportError> {
+    let mut flows = flows_frame(analysis)?;
+    for &(dir, format) in outputs {
+        write_table(dir, "flows", &mut flows, format)?;
+    }
+    drop(flows);
+    write_packets(analysis, outputs)
+}
+
+/// Writes the `packets` table into each of `outputs` (directory, format), in batches.
+fn write_packets(analysis: &Analysis, outputs: &[(&Path, TableFormat)]) -> Result<(), ExportError> {
+    let mut batches = analysis.packets.chunks(PACKET_BATCH);
+    let mut frame = packets_frame_rows(analysis, batches.next().unwrap_or_default())?;
+    let schema = frame.schema().clone();
+    let mut writers: Vec<(PathBuf, BatchedTable)> = Vec::new();
+    for &(dir, format) in outputs {
+        let (path, file) = create_table_file(dir, "packets", format)?;
+        let writer = match format {
+            TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
+                .include_header(true)
+                .batched(&schema)
+                .map(BatchedTable::Csv),
+            TableFormat::Parquet => ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Zstd(None))
+                .batched(&schema)
+                .map(|w| BatchedTable::Parquet(Box::new(w))),
+        };
+        let writer = writer.map_err(|source| ExportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        writers.push((path, writer));
+    }
+    loop {
+        for (path, w) in &mut writers {
+            let written = match w {
+                BatchedTable::Csv(w) => w.write_batch(&frame),
+                BatchedTable::Parquet(w) => w.write_batch(&frame),
+            };
+            written.map_err(|source| ExportError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        match batches.next() {
+            Some(rows) => frame = packets_frame_rows(analysis, rows)?,
+            None => break,
+        }
+    }
+    for (path, w) in &mut writers {
+        let finished = match w {
+            BatchedTable::Csv(w) => w.finish(),
+            BatchedTable::Parquet(w) => w.finish().map(drop),
+        };
+        finished.map_err(|source| ExportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates `dir/name.EXT` (and `dir`).
+fn create_table_file(
+    dir: &Path,
+    name: &str,
+    format: TableFormat,
+) -> Result<(PathBuf, File), ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let path = dir.join(format!("{name}.{}", format.extension()));
+    match File::create(&path) {
+        Ok(file) => Ok((path, file)),
+        Err(source) => Err(ExportError::Io { path, source }),
+    }
+}
+
 /// Writes `frame` as `dir/name.csv` or `dir/name.parquet`, creating `dir`. Returns the path.
 pub fn write_table(
     dir: &Path,
@@ -355,15 +455,7 @@ pub fn write_table(
     frame: &mut DataFrame,
     format: TableFormat,
 ) -> Result<PathBuf, ExportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
-        path: dir.into(),
-        source,
-    })?;
-    let path = dir.join(format!("{name}.{}", format.extension()));
-    let file = File::create(&path).map_err(|source| ExportError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let (path, file) = create_table_file(dir, name, format)?;
     let result = match format {
         TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
             .include_header(true)
@@ -411,6 +503,42 @@ mod tests {
         assert!(header.starts_with("flow_id,proto,direction,src_addr"));
         let pq = write_table(&dir, "flows", &mut f, TableFormat::Parquet).unwrap();
         assert!(std::fs::read(&pq).unwrap().starts_with(b"PAR1"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn packets_written_in_batches_equal_the_whole_table() {
+        let mut flow = empty_flow();
+        flow.id = 1;
+        let packets = (0..7)
+            .map(|i| PacketRecord {
+                ts_ns: i,
+                flow_id: 1,
+                dir: (i % 2) as u8,
+                rel_seq: i * 100,
+                rel_ack: (i > 2).then_some(i),
+                payload_len: 100,
+                flags: 0x18,
+                window: 512,
+                class: netblame_correlate::PacketClass::New,
+            })
+            .collect();
+        let a = Analysis {
+            flows: vec![flow],
+            packets,
+            ..Analysis::default()
+        };
+        let dir = std::env::temp_dir().join(format!("netblame-batches-{}", std::process::id()));
+        write_capture_tables(&a, &[(&dir, TableFormat::Csv), (&dir, TableFormat::Parquet)])
+            .unwrap();
+        let whole = packets_frame(&a).unwrap();
+        let pq = ParquetReader::new(File::open(dir.join("packets.parquet")).unwrap())
+            .finish()
+            .unwrap();
+        assert!(pq.equals_missing(&whole));
+        let csv = std::fs::read_to_string(dir.join("packets.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 8, "{csv}");
+        assert_eq!(csv.matches("ts_ns").count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
