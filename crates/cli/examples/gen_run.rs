@@ -1,6 +1,8 @@
 //! Generates a synthetic run directory for the analyze benchmark: CONNS TCP connections on
 //! loopback, each a series of 100-byte requests and 1,000-byte responses; the capture holds every
 //! segment and ACK (about 4 packets per exchange) and the event log a send and a recv per side.
+//! Every call is tagged with a pytest test, as under `netblame run -- pytest`: a new test every
+//! 1,000 exchanges.
 //!
 //! Usage: gen_run DIR EXCHANGES [CONNS]
 
@@ -48,6 +50,7 @@ fn main() -> std::io::Result<()> {
     let (syn, ack, psh) = (0x02u8, 0x10u8, 0x08u8);
     let mut t: i64 = 1_800_000_000_000_000_000;
     let per_conn = exchanges / conns;
+    let mut test_id = 0;
     for conn in 0..conns {
         let cport = 20000 + conn as u16;
         let sport = 5000u16;
@@ -79,7 +82,11 @@ fn main() -> std::io::Result<()> {
         cseq += 1;
         sseq += 1;
         let (mut coff, mut soff) = (0u64, 0u64);
-        for _ in 0..per_conn {
+        for i in 0..per_conn {
+            if i % 1000 == 0 {
+                let n = conn * per_conn + i;
+                test_id = log.intern(&format!("tests/test_gen.py::test_{} (call)", n / 1000))?;
+            }
             // request, its ACK, response, its ACK
             let send_at = t;
             let f = frame(cport, sport, cseq, sseq, ack | psh, 100);
@@ -103,6 +110,7 @@ fn main() -> std::io::Result<()> {
                 send.result,
                 send.offset,
             ) = (send_at, send_at + 3_000, 100, 100, coff);
+            send.test_id = test_id;
             log.append(&send)?;
             let mut recv = RawRecord::new(Kind::Recv);
             recv.call = Call::Recv;
@@ -115,6 +123,7 @@ fn main() -> std::io::Result<()> {
                 recv.result,
                 recv.offset,
             ) = (send_at + 4_000, send_at + 210_000, 65536, 1000, soff);
+            recv.test_id = test_id;
             log.append(&recv)?;
             coff += 100;
             soff += 1000;

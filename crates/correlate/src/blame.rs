@@ -24,7 +24,8 @@ pub struct SocketCall {
     /// TCP stream offset of the first byte moved.
     pub offset: u64,
     pub peek: bool,
-    pub test: Option<String>,
+    /// The pytest test (`PYTEST_CURRENT_TEST`) or `NETBLAME_TAG` the call was made under; shared.
+    pub test: Option<std::sync::Arc<str>>,
     /// Open calls: the socket's addresses.
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
@@ -385,6 +386,9 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         .filter(|(_, &joined)| !joined)
         .map(|(f, _)| f.id)
         .collect();
+    let count = |kind| calls.iter().filter(|c| c.kind == kind).count();
+    out.reads.reserve_exact(count(CallKind::Recv));
+    out.sends.reserve_exact(count(CallKind::Send));
     let mut no_stream = StreamState::default();
     for (idx, c) in calls.iter().enumerate() {
         let st = if c.kind == CallKind::Recv || c.kind == CallKind::Send {

@@ -1,7 +1,7 @@
 //! Sums of the joined calls by pytest test (and phase) and by connection: what the report's
 //! "per test" and "per connection" sections and the `tests` table show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::blame::{Blame, ReadBlame, SocketCall, Verdict};
 
@@ -63,14 +63,40 @@ impl Totals {
             Verdict::WakeupLate => t.wakeup_ns,
             _ => 0,
         };
-        // Ties (no cause reached the threshold) go to the verdict that says more: a read that
-        // could not be analysed outranks an `ok` one, whatever the order of the calls.
+        self.consider_worst(r.verdict, cost);
+    }
+
+    /// Keeps the verdict that lost the most. Ties (no cause reached the threshold) go to the
+    /// verdict that says more: a read that could not be analysed outranks an `ok` one, whatever
+    /// the order of the calls.
+    fn consider_worst(&mut self, verdict: Verdict, cost: i64) {
         let says_more = |v: Verdict| v != Verdict::Ok;
         let better = self
             .worst
-            .is_none_or(|(w_verdict, w)| (cost, says_more(r.verdict)) > (w, says_more(w_verdict)));
+            .is_none_or(|(w_verdict, w)| (cost, says_more(verdict)) > (w, says_more(w_verdict)));
         if better {
-            self.worst = Some((r.verdict, cost));
+            self.worst = Some((verdict, cost));
+        }
+    }
+
+    /// Adds another group's sums.
+    pub fn merge(&mut self, o: Totals) {
+        self.reads += o.reads;
+        self.read_bytes += o.read_bytes;
+        self.read_time_ns += o.read_time_ns;
+        self.loss_delay_ns += o.loss_delay_ns;
+        self.peer_wait_ns += o.peer_wait_ns;
+        self.buffer_wait_ns += o.buffer_wait_ns;
+        self.wakeup_ns += o.wakeup_ns;
+        self.retransmitted_bytes += o.retransmitted_bytes;
+        self.sends += o.sends;
+        self.send_bytes += o.send_bytes;
+        self.send_blocked_ns += o.send_blocked_ns;
+        for (v, n) in o.verdicts {
+            *self.verdicts.entry(v).or_default() += n;
+        }
+        if let Some((v, cost)) = o.worst {
+            self.consider_worst(v, cost);
         }
     }
 
@@ -95,21 +121,39 @@ pub fn by_test<'a>(
     calls: &'a [SocketCall],
     blame: &Blame,
 ) -> BTreeMap<(&'a str, Option<&'a str>), Totals> {
-    let mut out: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
-    let key = |c: &'a SocketCall| match split_test(c.test.as_deref()) {
-        (Some(t), phase) => Some((t, phase)),
-        _ => None,
+    // Sum by the whole tag first: a hash of the string, and nothing at all while consecutive
+    // calls share one tag (the common case); then split and order the few distinct tags.
+    let mut index: HashMap<&'a str, usize> = HashMap::new();
+    let mut sums: Vec<(&'a str, Totals)> = Vec::new();
+    let mut last: Option<(&'a str, usize)> = None;
+    let mut slot = |c: &'a SocketCall| -> Option<usize> {
+        let tag = c.test.as_deref()?;
+        let i = match last {
+            Some((l, i)) if std::ptr::eq(l, tag) => i,
+            _ => *index.entry(tag).or_insert_with(|| {
+                sums.push((tag, Totals::default()));
+                sums.len() - 1
+            }),
+        };
+        last = Some((tag, i));
+        Some(i)
     };
-    for r in &blame.reads {
-        let c = &calls[r.call];
-        if let Some(k) = key(c) {
-            out.entry(k).or_default().add_read(c, r);
+    let read_slots: Vec<Option<usize>> = blame.reads.iter().map(|r| slot(&calls[r.call])).collect();
+    let send_slots: Vec<Option<usize>> = blame.sends.iter().map(|s| slot(&calls[s.call])).collect();
+    for (r, i) in blame.reads.iter().zip(read_slots) {
+        if let Some(i) = i {
+            sums[i].1.add_read(&calls[r.call], r);
         }
     }
-    for s in &blame.sends {
-        let c = &calls[s.call];
-        if let Some(k) = key(c) {
-            out.entry(k).or_default().add_send(c);
+    for (s, i) in blame.sends.iter().zip(send_slots) {
+        if let Some(i) = i {
+            sums[i].1.add_send(&calls[s.call]);
+        }
+    }
+    let mut out: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
+    for (tag, t) in sums {
+        if let (Some(test), phase) = split_test(Some(tag)) {
+            out.entry((test, phase)).or_default().merge(t);
         }
     }
     out

@@ -529,8 +529,11 @@ mod tests {
             ..Analysis::default()
         };
         let dir = std::env::temp_dir().join(format!("netblame-batches-{}", std::process::id()));
-        write_capture_tables(&a, &[(&dir, TableFormat::Csv), (&dir, TableFormat::Parquet)])
-            .unwrap();
+        write_capture_tables(
+            &a,
+            &[(&dir, TableFormat::Csv), (&dir, TableFormat::Parquet)],
+        )
+        .unwrap();
         let whole = packets_frame(&a).unwrap();
         let pq = ParquetReader::new(File::open(dir.join("packets.parquet")).unwrap())
             .finish()

@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{self, BufRead, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -40,20 +41,14 @@ pub struct Event {
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
     /// The pytest test (`PYTEST_CURRENT_TEST`) or `NETBLAME_TAG` current at the call.
-    pub test: Option<String>,
+    pub test: Option<Arc<str>>,
     /// Mark events: the mark's label.
-    pub label: Option<String>,
+    pub label: Option<Arc<str>>,
 }
 
 impl Event {
-    fn from_raw(r: &RawRecord, strings: &HashMap<u32, String>) -> Event {
-        let s = |id: u32| {
-            if id == 0 {
-                None
-            } else {
-                strings.get(&id).cloned()
-            }
-        };
+    /// The event of a record; its test and label (string ids) are resolved by the caller.
+    fn from_raw(r: &RawRecord) -> Event {
         let (local, peer) = r.addrs.map_or((None, None), |(l, p)| (Some(l), Some(p)));
         Event {
             kind: r.kind,
@@ -77,8 +72,8 @@ impl Event {
             }),
             local,
             peer,
-            test: s(r.test_id),
-            label: s(r.label_id),
+            test: None,
+            label: None,
         }
     }
 
@@ -99,14 +94,14 @@ impl Event {
         m.insert("stream".into(), json!(self.stream));
         m.insert("peek".into(), json!(self.peek));
         m.insert("nonblocking".into(), json!(self.nonblocking));
-        m.insert("test".into(), json!(self.test));
+        m.insert("test".into(), json!(self.test.as_deref()));
         if self.kind == Kind::Open {
             m.insert("proto".into(), json!(self.proto.map(Proto::as_str)));
             m.insert("local".into(), json!(self.local.map(|a| a.to_string())));
             m.insert("peer".into(), json!(self.peer.map(|a| a.to_string())));
         }
         if self.kind == Kind::Mark {
-            m.insert("label".into(), json!(self.label));
+            m.insert("label".into(), json!(self.label.as_deref()));
         }
         Value::Object(m)
     }
@@ -158,8 +153,8 @@ impl Event {
             },
             local: addr("local")?,
             peer: addr("peer")?,
-            test: text("test"),
-            label: text("label"),
+            test: text("test").map(Arc::from),
+            label: text("label").map(Arc::from),
         })
     }
 }
@@ -287,6 +282,15 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
     }
     let pid = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
     let mut resolver = Resolver::default();
+    // Room for every record the file holds, counting only the blocks written: a log left by a
+    // killed process is a large sparse file.
+    if let Ok(meta) = file.metadata() {
+        use std::os::unix::fs::MetadataExt;
+        let written = meta.len().min(meta.blocks() * 512);
+        let records = written.saturating_sub(HEADER_SIZE as u64) / RECORD_SIZE as u64;
+        resolver.events.reserve(records as usize);
+        resolver.ids.reserve(records as usize);
+    }
     let mut damage = None;
     // Zero records seen since the last committed one: torn if a committed record follows.
     let mut zeros_from: Option<u64> = None;
@@ -388,16 +392,17 @@ impl Resolver {
             }
             _ => {
                 self.ids.push((r.test_id, r.label_id));
-                self.events.push(Event::from_raw(&r, &HashMap::new()));
+                self.events.push(Event::from_raw(&r));
             }
         }
     }
 
     fn finish(mut self) -> Vec<Event> {
-        let strings: HashMap<u32, String> = self
+        // One allocation per distinct string, shared by every event that names it.
+        let strings: HashMap<u32, Arc<str>> = self
             .parts
             .into_iter()
-            .map(|(id, b)| (id, String::from_utf8_lossy(&b).into_owned()))
+            .map(|(id, b)| (id, Arc::from(String::from_utf8_lossy(&b))))
             .collect();
         let get = |id: u32| {
             if id == 0 {
@@ -482,7 +487,11 @@ pub fn read_events(path: &Path) -> Result<LogContents, LogError> {
         } else {
             read_jsonl(&file)?
         };
-        out.events.extend(part.events);
+        if out.events.is_empty() {
+            out.events = part.events;
+        } else {
+            out.events.extend(part.events);
+        }
         if out.damage.is_none() {
             out.damage = part.damage;
         }
