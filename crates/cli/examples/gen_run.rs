@@ -99,32 +99,36 @@ fn main() -> std::io::Result<()> {
             sseq += 1000;
             let f = frame(cport, sport, cseq, sseq, ack, 0);
             pcap.write_packet(t + 215_000, &f, f.len() as u32)?;
-            let mut send = RawRecord::new(Kind::Send);
-            send.call = Call::Send;
-            (send.pid, send.tid, send.fd, send.stream) = (log.pid(), 1, 3, stream);
-            send.flags = netblame_instrument::record::flags::TCP;
-            (
-                send.t_call_ns,
-                send.t_return_ns,
-                send.requested,
-                send.result,
-                send.offset,
-            ) = (send_at, send_at + 3_000, 100, 100, coff);
-            send.test_id = test_id;
-            log.append(&send)?;
-            let mut recv = RawRecord::new(Kind::Recv);
-            recv.call = Call::Recv;
-            (recv.pid, recv.tid, recv.fd, recv.stream) = (log.pid(), 1, 3, stream);
-            recv.flags = netblame_instrument::record::flags::TCP;
-            (
-                recv.t_call_ns,
-                recv.t_return_ns,
-                recv.requested,
-                recv.result,
-                recv.offset,
-            ) = (send_at + 4_000, send_at + 210_000, 65536, 1000, soff);
-            recv.test_id = test_id;
-            log.append(&recv)?;
+            // (kind, call, call time, return time, bytes asked, bytes moved, stream offset)
+            for (kind, call, t_call, t_return, requested, result, offset) in [
+                (
+                    Kind::Send,
+                    Call::Send,
+                    send_at,
+                    send_at + 3_000,
+                    100,
+                    100,
+                    coff,
+                ),
+                (
+                    Kind::Recv,
+                    Call::Recv,
+                    send_at + 4_000,
+                    send_at + 210_000,
+                    65536,
+                    1000,
+                    soff,
+                ),
+            ] {
+                let mut r = RawRecord::new(kind);
+                r.call = call;
+                (r.pid, r.tid, r.fd, r.stream) = (log.pid(), 1, 3, stream);
+                r.flags = netblame_instrument::record::flags::TCP;
+                (r.t_call_ns, r.t_return_ns) = (t_call, t_return);
+                (r.requested, r.result, r.offset) = (requested, result, offset);
+                r.test_id = test_id;
+                log.append(&r)?;
+            }
             coff += 100;
             soff += 1000;
             t += 300_000;
