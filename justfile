@@ -54,3 +54,12 @@ bench-analyze *ARGS: release
 # Install netblame into ~/.cargo/bin (the interposer is embedded in the binary).
 install:
     cargo install --locked --path crates/cli
+
+# Fuzz one target (capture, event_log, events_jsonl, analyze) for SECONDS with AFL++ (cargo-afl,
+# stable Rust). Crashes and hangs land in fuzz/regressions/TARGET, which `cargo test` replays.
+fuzz TARGET SECONDS *ARGS:
+    scripts/fuzz {{TARGET}} {{SECONDS}} {{ARGS}}
+
+# Every fuzz target for SECONDS each, from its seeds (what CI runs, a minute each).
+fuzz-all SECONDS="60":
+    for t in capture event_log events_jsonl analyze; do scripts/fuzz $t {{SECONDS}} --fresh; done

@@ -172,9 +172,14 @@ def test_fd_reuse_does_not_mix_connections(tmp_path):
 
 
 def test_unix_sockets_are_not_recorded(tmp_path):
-    _, events, events_dir = run_case("unix", tmp_path)
-    assert events == []
+    events_dir = tmp_path / "events"
+    events_dir.mkdir()
+    r = subprocess.run([sys.executable, str(PROGRAMS), "unix"], env=preload_env(events_dir),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "netblame" not in r.stderr, r.stderr
     assert list(events_dir.iterdir()) == [], "no socket event: no log at all"
+    d = subprocess.run([str(netblame_path()), "events", "dump", str(events_dir)], capture_output=True, text=True)
+    assert d.returncode == 1 and "no event logs" in d.stderr
 
 
 def test_udp_datagrams(tmp_path):
@@ -191,9 +196,19 @@ def test_silent_without_events_dir(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_missing_events_dir_is_created_private(tmp_path):
+    events_dir = tmp_path / "not" / "yet" / "there"
+    r = subprocess.run([sys.executable, str(PROGRAMS), "blocking"], env=preload_env(events_dir),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "netblame" not in r.stderr, r.stderr
+    assert oct(events_dir.stat().st_mode & 0o777) == "0o700"
+    assert_totals(json.loads(r.stdout.strip().splitlines()[-1]), dump(events_dir))
+
+
 def test_unwritable_events_dir_turns_off_with_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(PROGRAMS), "blocking"], env=preload_env(tmp_path / "missing"),
-                       capture_output=True, text=True)
+    (tmp_path / "a-file").write_text("not a folder")
+    r = subprocess.run([sys.executable, str(PROGRAMS), "blocking"],
+                       env=preload_env(tmp_path / "a-file" / "events"), capture_output=True, text=True)
     assert r.returncode == 0, "the program carries on"
     lines = [line for line in r.stderr.splitlines() if line.startswith("netblame:")]
     assert len(lines) == 1 and "no longer recorded" in lines[0]

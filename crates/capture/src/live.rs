@@ -6,7 +6,7 @@ use std::error::Error;
 use std::fmt;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pcap::{Active, Capture, Precision};
 
@@ -165,6 +165,17 @@ impl LiveCapture {
         deadline: Option<Instant>,
     ) -> Result<CaptureStats, LiveError> {
         let mut stopping = false;
+        // Written packets reach the file when the capture is idle (at most ten times a second),
+        // and at least once a second under load: a run killed with SIGKILL keeps all but its
+        // last second.
+        const FLUSH_EVERY: Duration = Duration::from_secs(1);
+        const FLUSH_IDLE: Duration = Duration::from_millis(100);
+        let mut last_flush = Instant::now();
+        let mut unflushed: u32 = 0;
+        let sink_error = |iface: &str, e: std::io::Error| LiveError::Pcap {
+            iface: iface.to_string(),
+            message: e.to_string(),
+        };
         loop {
             if !stopping
                 && (stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d))
@@ -176,16 +187,23 @@ impl LiveCapture {
                     // With nanosecond precision libpcap puts nanoseconds in tv_usec.
                     let ts = p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec;
                     sink.write_packet(ts, p.data, p.header.len)
-                        .map_err(|e| LiveError::Pcap {
-                            iface: self.iface.clone(),
-                            message: e.to_string(),
-                        })?;
+                        .map_err(|e| sink_error(&self.iface, e))?;
                     self.captured += 1;
+                    unflushed += 1;
+                    // A clock read every 1,024 packets, not every packet.
+                    if unflushed % 1024 == 0 && last_flush.elapsed() >= FLUSH_EVERY {
+                        sink.flush().map_err(|e| sink_error(&self.iface, e))?;
+                        (last_flush, unflushed) = (Instant::now(), 0);
+                    }
                 }
                 // Nothing pending: once stopping, the buffer is drained; else wait for packets.
                 Err(pcap::Error::TimeoutExpired) => {
                     if stopping {
                         break;
+                    }
+                    if unflushed > 0 && last_flush.elapsed() >= FLUSH_IDLE {
+                        sink.flush().map_err(|e| sink_error(&self.iface, e))?;
+                        (last_flush, unflushed) = (Instant::now(), 0);
                     }
                     self.wait_readable(50);
                 }
@@ -214,6 +232,22 @@ impl LiveCapture {
             received: u64::from(s.received),
             dropped: u64::from(s.dropped),
             if_dropped: u64::from(s.if_dropped),
+        })
+    }
+}
+
+/// Makes the process `cmd` spawns (a capture helper such as tcpdump) get SIGTERM when the
+/// thread that spawned it ends: a netblame killed with SIGKILL leaves no capture running.
+pub fn end_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         })
     }
 }

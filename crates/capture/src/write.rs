@@ -9,6 +9,9 @@ pub trait PacketSink {
     fn write_packet(&mut self, ts_ns: i64, data: &[u8], orig_len: u32) -> io::Result<()>;
     /// Records the drop counters (pcapng keeps them) and flushes.
     fn finish(&mut self, kernel_drops: Option<u64>, end_ts_ns: i64) -> io::Result<()>;
+    /// Hands every packet written so far to the file, so that a capture killed later (even
+    /// with SIGKILL) leaves them readable.
+    fn flush(&mut self) -> io::Result<()>;
 }
 
 /// Writes a classic pcap stream (nanosecond magic, little-endian) to any writer.
@@ -56,6 +59,10 @@ impl<W: Write> PacketSink for PcapWriter<W> {
     }
 
     fn finish(&mut self, _kernel_drops: Option<u64>, _end_ts_ns: i64) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
@@ -148,6 +155,10 @@ impl<W: Write> PacketSink for PcapngWriter<W> {
             option(&mut isb, 0, &[]);
             block(&mut self.out, 5, &isb)?;
         }
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -5,49 +5,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use netblame_correlate::{
-    blame, summary, AnalyzerConfig, Blame, CallKind, ReadBlame, SocketCall, Totals, Verdict,
-};
+use netblame_correlate::{blame, AnalyzerConfig, Blame, SocketCall};
 use netblame_export::TableFormat;
-use netblame_instrument::{Event, Kind, Proto};
+use netblame_instrument::{LogContents, LogError};
+use netblame_report::socket_calls;
 
-use crate::fmt::{bytes as fmt_bytes, duration};
 use crate::{AnalyzeArgs, UsageError};
-
-/// The recorded events as the correlator takes them.
-pub fn socket_calls(events: Vec<Event>) -> Vec<SocketCall> {
-    // Only open events name the protocol; the other events of the stream inherit it.
-    let udp: std::collections::HashSet<(u32, u64)> = events
-        .iter()
-        .filter(|e| e.proto == Some(Proto::Udp))
-        .map(|e| (e.pid, e.stream))
-        .collect();
-    events
-        .into_iter()
-        .map(|e| SocketCall {
-            tcp: !udp.contains(&(e.pid, e.stream)),
-            kind: match e.kind {
-                Kind::Open => CallKind::Open,
-                Kind::Recv => CallKind::Recv,
-                Kind::Send => CallKind::Send,
-                Kind::Close => CallKind::Close,
-                _ => CallKind::Other,
-            },
-            pid: e.pid,
-            tid: e.tid,
-            fd: e.fd,
-            stream: e.stream,
-            t_call_ns: e.t_call_ns,
-            t_return_ns: e.t_return_ns,
-            bytes: e.bytes,
-            offset: e.offset,
-            peek: e.peek,
-            test: e.test,
-            local: e.local,
-            peer: e.peer,
-        })
-        .collect()
-}
 
 /// The capture file and events directory of a run directory.
 fn run_inputs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
@@ -75,45 +38,68 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         }
     };
     analyze(
-        &capture,
-        &events_path,
-        args.threshold_ms,
-        args.csv.as_deref(),
-        args.parquet.as_deref(),
+        &Job {
+            capture: &capture,
+            events: &events_path,
+            events_optional: false,
+            threshold_ms: args.threshold_ms,
+            csv: args.csv.as_deref(),
+            parquet: args.parquet.as_deref(),
+        },
         &mut io::stdout().lock(),
     )
 }
 
-/// Analyses a capture and an events file or directory; prints the report to `out`.
-pub fn analyze(
-    capture: &Path,
-    events_path: &Path,
-    threshold_ms: f64,
-    csv: Option<&Path>,
-    parquet: Option<&Path>,
-    out: &mut impl Write,
-) -> Result<()> {
-    let tables = csv.is_some() || parquet.is_some();
+/// One analysis: its inputs and where its tables go.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub capture: &'a Path,
+    /// An event log, a folder of them, or a run directory.
+    pub events: &'a Path,
+    /// A run whose command made no socket call leaves no event log: analyse the capture alone
+    /// (its connections are then listed as having no recorded calls).
+    pub events_optional: bool,
+    pub threshold_ms: f64,
+    pub csv: Option<&'a Path>,
+    pub parquet: Option<&'a Path>,
+}
+
+/// Analyses a capture and its events; prints the report to `out`.
+pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
+    let tables = job.csv.is_some() || job.parquet.is_some();
     let (analysis, _) = crate::flows::analyze_capture(
-        capture,
+        job.capture,
         AnalyzerConfig {
             keep_packets: tables,
         },
     )?;
-    let contents = netblame_instrument::read_events(events_path)?;
+    let contents = match netblame_instrument::read_events(job.events) {
+        Err(LogError::NoLogs { .. }) if job.events_optional => LogContents::default(),
+        other => other?,
+    };
     if let Some(damage) = &contents.damage {
         eprintln!("netblame: warning: {damage}; analysing the complete events before it");
     }
-    let calls = socket_calls(contents.events);
-    let threshold_ns = (threshold_ms * 1e6) as i64;
+    for lost in &contents.lost {
+        eprintln!("netblame: warning: {lost}");
+    }
+    let lost = contents.lost;
+    let netblame_report::Calls { calls, rejected } = socket_calls(contents.events);
+    let threshold_ns = (job.threshold_ms * 1e6) as i64;
     let result = blame(&analysis, &calls, threshold_ns);
-    let outputs: Vec<(&Path, TableFormat)> =
-        [(csv, TableFormat::Csv), (parquet, TableFormat::Parquet)]
-            .into_iter()
-            .filter_map(|(dir, format)| Some((dir?, format)))
-            .collect();
+    let outputs: Vec<(&Path, TableFormat)> = [
+        (job.csv, TableFormat::Csv),
+        (job.parquet, TableFormat::Parquet),
+    ]
+    .into_iter()
+    .filter_map(|(dir, format)| Some((dir?, format)))
+    .collect();
     write_tables(&outputs, &analysis, &calls, &result)?;
-    report(out, &analysis, &calls, &result, threshold_ms)?;
+    let caveats = netblame_report::Caveats {
+        lost: &lost,
+        rejected_events: rejected,
+    };
+    netblame_report::write_text(out, &analysis, &calls, &result, job.threshold_ms, &caveats)?;
     Ok(())
 }
 
@@ -150,315 +136,4 @@ fn write_tables(
         }
     }
     x::write_capture_tables(analysis, outputs).with_context(context)
-}
-
-/// Tests and connections listed in the report; the tables have them all.
-const MAX_LISTED: usize = 10;
-
-/// The line that sums up what a listing left out.
-fn more<K>(out: &mut impl Write, rest: &[(K, &Totals)], what: &str, table: &str) -> io::Result<()> {
-    if rest.is_empty() {
-        return Ok(());
-    }
-    let lost: i64 = rest.iter().map(|(_, x)| x.blamed_ns()).sum();
-    writeln!(
-        out,
-        "  ... and {} more {what}, {} lost in all (tables/{table}.csv)",
-        rest.len(),
-        duration(lost)
-    )
-}
-
-/// The four causes of the timing model, as the report words them.
-fn causes(loss: i64, peer: i64, program: i64, wakeup: i64) -> String {
-    format!(
-        "loss {}, peer {}, program {}, wakeup {}",
-        duration(loss),
-        duration(peer),
-        duration(program),
-        duration(wakeup)
-    )
-}
-
-fn breakdown(t: &Totals) -> String {
-    causes(
-        t.loss_delay_ns,
-        t.peer_wait_ns,
-        t.buffer_wait_ns,
-        t.wakeup_ns,
-    )
-}
-
-fn worst(t: &Totals) -> &'static str {
-    t.worst_verdict().map_or("-", Verdict::as_str)
-}
-
-fn share(part: i64, whole: i64) -> String {
-    if whole <= 0 {
-        "-".into()
-    } else {
-        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
-    }
-}
-
-fn report(
-    out: &mut impl Write,
-    analysis: &netblame_correlate::Analysis,
-    calls: &[SocketCall],
-    b: &Blame,
-    threshold_ms: f64,
-) -> io::Result<()> {
-    let all = summary::overall(calls, b);
-    writeln!(
-        out,
-        "netblame: {} reads with data ({}), {} sends ({})",
-        all.reads,
-        fmt_bytes(all.read_bytes),
-        all.sends,
-        fmt_bytes(all.send_bytes)
-    )?;
-    let whole = all.blamed_ns();
-    writeln!(
-        out,
-        "\nwhere the read time went (verdict threshold {threshold_ms} ms):"
-    )?;
-    for (label, v) in [
-        ("loss (waiting on retransmissions)", all.loss_delay_ns),
-        ("peer (data not sent yet, or in flight)", all.peer_wait_ns),
-        (
-            "program (data waited in the socket buffer)",
-            all.buffer_wait_ns,
-        ),
-        ("wakeup (kernel and scheduler)", all.wakeup_ns),
-    ] {
-        writeln!(
-            out,
-            "  {label:<44} {:>10}  {:>4}",
-            duration(v),
-            share(v, whole)
-        )?;
-    }
-    let counts: Vec<String> = all
-        .verdicts
-        .iter()
-        .map(|(v, n)| format!("{} {n}", v.as_str()))
-        .collect();
-    writeln!(out, "  verdicts: {}", counts.join(", "))?;
-    slowest_reads(out, calls, b)?;
-    held_sends(out, calls, b, threshold_ms)?;
-
-    let per_test = summary::by_test(calls, b);
-    if !per_test.is_empty() {
-        writeln!(out, "\nper test (most time lost first):")?;
-        let mut tests: Vec<_> = per_test.iter().collect();
-        tests.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
-        for ((test, phase), x) in tests.iter().take(MAX_LISTED) {
-            let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
-            writeln!(
-                out,
-                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}; worst: {}",
-                x.reads,
-                x.sends,
-                duration(x.read_time_ns),
-                breakdown(x),
-                worst(x)
-            )?;
-        }
-        more(out, &tests[tests.len().min(MAX_LISTED)..], "tests", "tests")?;
-    }
-    writeln!(out, "\nper connection (most time lost first):")?;
-    let per_flow = summary::by_flow(calls, b);
-    let mut flows: Vec<_> = per_flow.iter().collect();
-    flows.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
-    for (f, x) in flows.iter().take(MAX_LISTED) {
-        writeln!(
-            out,
-            "  flow {:<4} {} reads, {}, {} in reads; {}; worst: {}",
-            f.map_or("-".into(), |f| f.to_string()),
-            x.reads,
-            fmt_bytes(x.read_bytes),
-            duration(x.read_time_ns),
-            breakdown(x),
-            worst(x)
-        )?;
-    }
-    more(
-        out,
-        &flows[flows.len().min(MAX_LISTED)..],
-        "connections",
-        "reads",
-    )?;
-    if !b.unmatched_streams.is_empty() {
-        writeln!(
-            out,
-            "\n{} connections recorded by the program are not in the capture:",
-            b.unmatched_streams.len()
-        )?;
-        for (pid, _, local, peer) in b.unmatched_streams.iter().take(10) {
-            let show = |a: &Option<std::net::SocketAddr>| a.map_or("?".into(), |a| a.to_string());
-            writeln!(out, "  pid {pid}: {} -> {}", show(local), show(peer))?;
-        }
-    }
-    if !b.unmatched_flows.is_empty() {
-        writeln!(
-            out,
-            "\n{} connections in the capture have no recorded socket calls (programs the interposer \
-             cannot see: static or Go binaries, processes started without it):",
-            b.unmatched_flows.len()
-        )?;
-        for &id in b.unmatched_flows.iter().take(MAX_LISTED) {
-            let f = &analysis.flows[id as usize - 1];
-            let [a, z] = f
-                .endpoints
-                .map(|e| std::net::SocketAddr::new(e.addr, e.port));
-            writeln!(out, "  flow {id} {} {a} <-> {z}", f.protocol.as_str())?;
-        }
-        if b.unmatched_flows.len() > MAX_LISTED {
-            writeln!(
-                out,
-                "  ... and {} more (tables/flows.csv)",
-                b.unmatched_flows.len() - MAX_LISTED
-            )?;
-        }
-    }
-    if b.causality_violations > 0 {
-        // The timing model: the largest violation is a lower bound on the clocks' offset.
-        let worst = b
-            .reads
-            .iter()
-            .filter_map(|r| r.causality_violation_ns)
-            .max()
-            .unwrap_or(0);
-        writeln!(
-            out,
-            "\nwarning: {} reads returned bytes more than 100 µs before they were captured (up to {}): \
-             clock skew between the capture and the program (the capture's clock is at least {} ahead), \
-             or a join error",
-            b.causality_violations,
-            duration(worst),
-            duration(worst)
-        )?;
-    }
-    Ok(())
-}
-
-/// The ten reads that cost the program most (time in the call plus time the data waited for
-/// it), with their breakdown and the packets behind them.
-fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-    let cost = |r: &ReadBlame| {
-        let c = &calls[r.call];
-        (c.t_return_ns - c.t_call_ns) + r.timing.buffer_wait_ns
-    };
-    let mut slow: Vec<&ReadBlame> = b
-        .reads
-        .iter()
-        .filter(|r| r.verdict != Verdict::NoData)
-        .collect();
-    let top = slow.len().min(10);
-    if top > 0 && top < slow.len() {
-        slow.select_nth_unstable_by_key(top - 1, |r| std::cmp::Reverse(cost(r)));
-    }
-    slow.truncate(top);
-    slow.sort_by_key(|r| std::cmp::Reverse(cost(r)));
-    if slow.is_empty() {
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "\nslowest reads (time in the call, + time the data waited before it):"
-    )?;
-    for r in slow {
-        let c = &calls[r.call];
-        let (test, phase) = summary::split_test(c.test.as_deref());
-        let t = &r.timing;
-        writeln!(
-            out,
-            "  {:>9} +{:>9}  {:<12} flow {} pid {} fd {}: {} at offset {}{}",
-            duration(c.t_return_ns - c.t_call_ns),
-            duration(t.buffer_wait_ns),
-            r.verdict.as_str(),
-            r.flow_id.map_or("-".into(), |f| f.to_string()),
-            c.pid,
-            c.fd,
-            fmt_bytes(c.bytes.max(0) as u64),
-            c.offset,
-            test.map_or(String::new(), |t| format!(
-                "  [{t}{}]",
-                phase.map_or(String::new(), |p| format!(" ({p})"))
-            )),
-        )?;
-        let mut packets = if !c.tcp {
-            "1 datagram".to_string()
-        } else if r.segments > 0 {
-            format!(
-                "{} segment{} at seq {}:{}",
-                r.segments,
-                if r.segments == 1 { "" } else { "s" },
-                c.offset + 1,
-                c.offset + 1 + c.bytes.max(0) as u64
-            )
-        } else {
-            format!("no packets ({})", r.verdict.as_str())
-        };
-        if t.retransmitted_bytes > 0 {
-            packets += &format!(", {} retransmitted", fmt_bytes(t.retransmitted_bytes));
-        }
-        if let Some(resp) = r.response_ns {
-            packets += &format!("; the peer answered {} after the request", duration(resp));
-        }
-        if let Some(held) = r.request_held.map(|i| &b.sends[i]) {
-            packets += &format!(
-                "; the request waited {} in this host's kernel ({})",
-                duration(held.wire_delay_ns.unwrap_or(0)),
-                held.held_by.map_or("-", |h| h.as_str())
-            );
-        }
-        writeln!(
-            out,
-            "      {}; {packets}",
-            causes(
-                t.loss_delay_ns,
-                t.peer_wait_ns,
-                t.buffer_wait_ns,
-                t.wakeup_ns
-            ),
-        )?;
-    }
-    Ok(())
-}
-
-/// Sends whose bytes waited in the kernel at least the threshold before going on the wire.
-fn held_sends(
-    out: &mut impl Write,
-    calls: &[SocketCall],
-    b: &Blame,
-    threshold_ms: f64,
-) -> io::Result<()> {
-    let blocked: i64 = b.sends.iter().map(|s| s.send_blocked_ns).sum();
-    let mut held: Vec<_> = b.sends.iter().filter(|s| s.held_by.is_some()).collect();
-    if held.is_empty() && blocked < (threshold_ms * 1e6) as i64 {
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "\nsends: {} blocked in the call in all; {} held in the kernel {threshold_ms} ms or more before the wire",
-        duration(blocked),
-        held.len()
-    )?;
-    held.sort_by_key(|s| std::cmp::Reverse(s.wire_delay_ns));
-    for s in held.iter().take(5) {
-        let c = &calls[s.call];
-        writeln!(
-            out,
-            "  {:>9} on the wire late, held by {:<11} flow {} pid {} fd {}: {} at offset {}",
-            duration(s.wire_delay_ns.unwrap_or(0)),
-            s.held_by.map_or("-", |h| h.as_str()),
-            s.flow_id.map_or("-".into(), |f| f.to_string()),
-            c.pid,
-            c.fd,
-            fmt_bytes(c.bytes.max(0) as u64),
-            c.offset
-        )?;
-    }
-    Ok(())
 }

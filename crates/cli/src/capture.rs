@@ -166,7 +166,7 @@ impl Session {
             FileFormat::Pcap => path.to_path_buf(),
             FileFormat::Pcapng => path.with_extension("tcpdump.pcap"),
         };
-        let mut child = Command::new("tcpdump")
+        let mut child = netblame_capture::end_with_parent(&mut Command::new("tcpdump"))
             .args([
                 "-i",
                 &opts.iface,

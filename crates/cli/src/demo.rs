@@ -213,13 +213,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .collect(),
         ..opts
     };
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("netblame-runs").join(format!(
-            "demo-{}",
-            chrono::Local::now().format("%Y%m%d-%H%M%S")
-        ))
-    });
-    crate::run::make_run_dir(&out)?;
+    let out = demo_out(args)?;
     std::fs::create_dir(out.join("events"))?;
     let capture = out.join("capture.pcap");
     let session = Session::start(&opts, &capture, FileFormat::Pcap)?;
@@ -254,11 +248,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let tables = out.join("tables");
     let mut text = Vec::new();
     crate::analyze::analyze(
-        &capture,
-        &out.join("events"),
-        1.0,
-        Some(&tables),
-        Some(&tables),
+        &crate::analyze::Job {
+            capture: &capture,
+            events: &out.join("events"),
+            events_optional: false,
+            threshold_ms: 1.0,
+            csv: Some(&tables),
+            parquet: Some(&tables),
+        },
         &mut text,
     )?;
     std::fs::write(out.join("report.txt"), &text)?;
@@ -272,21 +269,37 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// The demo's run directory, new and private (as `netblame run` makes it).
+fn demo_out(args: &DemoArgs) -> Result<PathBuf> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("netblame-runs").join(format!(
+            "demo-{}",
+            chrono::Local::now().format("%Y%m%d-%H%M%S")
+        ))
+    });
+    crate::run::make_run_dir(
+        &out,
+        &crate::run::trusted_owners(),
+        crate::run::RunDirUse::Results,
+    )?;
+    Ok(out)
+}
+
 fn shipped(args: &DemoArgs) -> Result<()> {
-    let dir = match &args.out {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("netblame-demo-{}", std::process::id())),
-    };
-    std::fs::create_dir_all(dir.join("events"))?;
+    let dir = demo_out(args)?;
+    std::fs::create_dir(dir.join("events"))?;
     std::fs::write(dir.join("capture.pcap"), SHIPPED_CAPTURE)?;
     std::fs::write(dir.join("events").join("demo.nbev"), SHIPPED_EVENTS)?;
     let mut text = Vec::new();
     crate::analyze::analyze(
-        &dir.join("capture.pcap"),
-        &dir.join("events"),
-        1.0,
-        None,
-        None,
+        &crate::analyze::Job {
+            capture: &dir.join("capture.pcap"),
+            events: &dir.join("events"),
+            events_optional: false,
+            threshold_ms: 1.0,
+            csv: None,
+            parquet: None,
+        },
         &mut text,
     )?;
     std::io::stdout().write_all(&text)?;

@@ -21,6 +21,9 @@ fn dump(path: &std::path::Path) -> Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    for lost in &contents.lost {
+        eprintln!("netblame: warning: {lost}");
+    }
     if let Some(damage) = contents.damage {
         // Every complete event was printed; the damage is reported, not fatal.
         eprintln!(

@@ -9,8 +9,8 @@ use netblame_correlate::{Analysis, Analyzer, AnalyzerConfig, Flow, Protocol};
 use netblame_export::{Cell, TableFormat};
 use serde_json::{json, Map, Value};
 
-use crate::fmt::{bytes, duration, opt_duration};
 use crate::FlowsArgs;
+use netblame_report::fmt::{bytes, duration, opt_duration};
 
 /// Reads a capture file through the analyzer. Warns on stderr when the file was cut short.
 pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis, FileStats)> {

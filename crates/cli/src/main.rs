@@ -16,8 +16,8 @@ mod capture;
 mod demo;
 mod events;
 mod flows;
-mod fmt;
 mod run;
+mod trust;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,7 +163,7 @@ pub struct EventsArgs {
 pub enum EventsCommand {
     /// Print every event as one JSON object per line (see docs/events.md).
     Dump {
-        /// An event log (.nbev or JSON Lines) or a directory of them.
+        /// An event log (.nbev or JSON Lines), a folder of them, or a run directory.
         path: PathBuf,
     },
 }

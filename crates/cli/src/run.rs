@@ -17,38 +17,6 @@ use signal_hook::iterator::SignalsInfo;
 use crate::capture::Session;
 use crate::{RunArgs, UsageError};
 
-/// The interposer, built by build.rs and embedded so an installed netblame needs nothing else.
-static PRELOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnetblame_preload.so"));
-
-/// Writes the embedded interposer to a stable path (once per build) and returns it.
-/// `NETBLAME_PRELOAD` overrides it.
-pub fn interposer_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("NETBLAME_PRELOAD") {
-        return Ok(PathBuf::from(p));
-    }
-    // FNV-1a of the library: a new build gets a new file.
-    let hash = PRELOAD.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!(
-        "netblame-preload-{}-{hash:016x}.so",
-        env!("CARGO_PKG_VERSION")
-    ));
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == PRELOAD.len() as u64) {
-        return Ok(path);
-    }
-    let tmp = dir.join(format!(
-        ".netblame-preload-{}-{hash:016x}.tmp",
-        std::process::id()
-    ));
-    std::fs::write(&tmp, PRELOAD)
-        .with_context(|| format!("writing the interposer to {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
-}
-
 /// The user to run CMD as: the one who invoked sudo, when netblame runs under sudo as root.
 struct Invoker {
     uid: u32,
@@ -77,6 +45,11 @@ fn sudo_invoker() -> Option<Invoker> {
     })
 }
 
+/// Who may own the folders a run writes into and loads the interposer from.
+pub(crate) fn trusted_owners() -> crate::trust::Owners {
+    crate::trust::Owners::new(sudo_invoker().map(|u| u.uid))
+}
+
 /// Under sudo, gives `path` and everything in it to the user who ran sudo, so that a run made
 /// with privileges can be opened, analysed and deleted without them.
 pub(crate) fn give_to_invoker(path: &Path) -> std::io::Result<()> {
@@ -95,13 +68,41 @@ pub(crate) fn give_to_invoker(path: &Path) -> std::io::Result<()> {
     walk(path, &u)
 }
 
-fn default_out() -> PathBuf {
+/// The interposer for this run: `NETBLAME_PRELOAD` (checked: a regular file in folders only
+/// trusted users can change), else the embedded library written into the run directory.
+fn interposer(out: &Path, owners: &crate::trust::Owners) -> Result<PathBuf> {
+    Ok(match std::env::var_os("NETBLAME_PRELOAD") {
+        Some(p) => {
+            crate::trust::check_override(Path::new(&p), owners).context("NETBLAME_PRELOAD")?
+        }
+        None => crate::trust::install_interposer(out, owners)
+            .context("installing the interposer in the run directory")?,
+    })
+}
+
+pub(crate) fn default_out() -> PathBuf {
     PathBuf::from("netblame-runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
 }
 
-/// The run directory, made new (0700); fails before anything else is created.
-pub(crate) fn make_run_dir(out: &Path) -> Result<()> {
-    if out.exists()
+/// How far a new run directory must be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunDirUse {
+    /// Only written into (the demo): it must be ours, and private.
+    Results,
+    /// It will hold the interposer the command loads: no folder above it may be changeable by
+    /// another user either (see `trust::check_folder`).
+    LoadsCode,
+}
+
+/// The run directory, made new (0700) or an empty folder of a trusted owner; fails before
+/// anything else is created, and removes what it created when it fails.
+pub(crate) fn make_run_dir(
+    out: &Path,
+    owners: &crate::trust::Owners,
+    use_: RunDirUse,
+) -> Result<()> {
+    let existed = out.exists();
+    if existed
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
             .unwrap_or(true)
@@ -113,7 +114,24 @@ pub(crate) fn make_run_dir(out: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create the run directory {}", out.display()))?;
-    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
+    let checked = owners.check_owner(out).and_then(|()| {
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| crate::trust::TrustError::Io {
+                path: out.into(),
+                source,
+            },
+        )?;
+        match use_ {
+            RunDirUse::Results => Ok(()),
+            RunDirUse::LoadsCode => crate::trust::check_folder(out, owners).map(drop),
+        }
+    });
+    if let Err(e) = checked {
+        if !existed {
+            std::fs::remove_dir(out).ok();
+        }
+        return Err(anyhow!(UsageError(e.to_string())));
+    }
     Ok(())
 }
 
@@ -145,12 +163,13 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     })?;
     let out = args.out.clone().unwrap_or_else(default_out);
     let invoker = sudo_invoker();
+    let owners = crate::trust::Owners::new(invoker.as_ref().map(|u| u.uid));
     // Signals are ours from now on: netblame must outlive CMD to finish the capture.
     let mut signals =
         SignalsInfo::<WithOrigin>::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
             .context("installing signal handlers")?;
     crate::capture::preflight(&args.capture)?;
-    make_run_dir(&out)?;
+    make_run_dir(&out, &owners, RunDirUse::LoadsCode)?;
     let capture_path = out.join(match args.format {
         crate::FileFormat::Pcap => "capture.pcap",
         crate::FileFormat::Pcapng => "capture.pcapng",
@@ -160,7 +179,7 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         let session = Session::start(&args.capture, &capture_path, args.format)?;
         std::fs::create_dir(&events_dir)?;
         std::fs::set_permissions(&events_dir, std::fs::Permissions::from_mode(0o700))?;
-        Ok((session, interposer_path()?))
+        Ok((session, interposer(&out, &owners)?))
     })();
     let (session, preload) = match started {
         Ok(v) => v,
@@ -198,6 +217,10 @@ pub fn run(args: &RunArgs) -> Result<u8> {
             cmd.env("USER", name).env("LOGNAME", name);
         }
     }
+    // Checked again as late as possible: the bytes that load are the bytes we carry.
+    if std::env::var_os("NETBLAME_PRELOAD").is_none() {
+        crate::trust::verify_interposer(&preload, &owners)?;
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -225,6 +248,10 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         }
     });
     let status = child.wait().context("waiting for the command")?;
+    if std::env::var_os("NETBLAME_PRELOAD").is_none() {
+        // The command is done with it; the run directory keeps what it recorded, not the code.
+        std::fs::remove_file(&preload).ok();
+    }
     let end = clock_now();
     // Let the last packets (FINs, ACKs) reach the capture before stopping it.
     std::thread::sleep(Duration::from_millis(args.grace_ms));
@@ -315,14 +342,15 @@ fn report(
     let mut text = Vec::new();
     let tables = out.join("tables");
     let events_dir = out.join("events");
-    match crate::analyze::analyze(
+    let job = crate::analyze::Job {
         capture,
-        &events_dir,
-        1.0,
-        Some(&tables),
-        Some(&tables),
-        &mut text,
-    ) {
+        events: &events_dir,
+        events_optional: true,
+        threshold_ms: 1.0,
+        csv: Some(&tables),
+        parquet: Some(&tables),
+    };
+    match crate::analyze::analyze(&job, &mut text) {
         Ok(()) => {
             std::fs::write(out.join("report.txt"), &text)?;
             writeln!(err)?;

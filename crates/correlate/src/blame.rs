@@ -32,6 +32,34 @@ pub struct SocketCall {
     pub tcp: bool,
 }
 
+/// The latest time a call may carry: 2^62 ns after the epoch (the year 2116), so that any two
+/// times, or a time and a duration, add and subtract without overflow.
+pub const MAX_TIME_NS: i64 = 1 << 62;
+/// The largest stream offset a call may carry (a stream of 4 EiB).
+pub const MAX_OFFSET: u64 = 1 << 62;
+/// The most bytes one call may move (Linux moves at most 2 GiB per call).
+pub const MAX_CALL_BYTES: i64 = 1 << 32;
+
+impl SocketCall {
+    /// The call if its fields are within what a real call can carry (times in
+    /// `[0, MAX_TIME_NS]`, offset up to `MAX_OFFSET`, bytes in `[-1, MAX_CALL_BYTES]`), else
+    /// `None`: such an event comes from a damaged or hand-written log, and joining it would
+    /// only produce absurd numbers. A return stamped before the call (the realtime clock was
+    /// stepped back during it) is moved to the call.
+    pub fn checked(mut self) -> Option<SocketCall> {
+        let times = 0..=MAX_TIME_NS;
+        if !times.contains(&self.t_call_ns)
+            || !times.contains(&self.t_return_ns)
+            || self.offset > MAX_OFFSET
+            || !(-1..=MAX_CALL_BYTES).contains(&self.bytes)
+        {
+            return None;
+        }
+        self.t_return_ns = self.t_return_ns.max(self.t_call_ns);
+        Some(self)
+    }
+}
+
 /// The kind of a socket call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {

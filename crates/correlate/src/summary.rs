@@ -40,6 +40,8 @@ pub struct Totals {
     pub verdicts: BTreeMap<Verdict, u64>,
 }
 
+// Sums saturate: a damaged or hand-written log may hold absurd durations, and a sum must not
+// wrap into a negative time.
 impl Totals {
     /// Adds one read (reads with no data are ignored).
     pub fn add_read(&mut self, c: &SocketCall, r: &ReadBlame) {
@@ -47,14 +49,18 @@ impl Totals {
             return;
         }
         self.reads += 1;
-        self.read_bytes += c.bytes.max(0) as u64;
-        self.read_time_ns += c.t_return_ns - c.t_call_ns;
+        self.read_bytes = self.read_bytes.saturating_add(c.bytes.max(0) as u64);
+        self.read_time_ns = self
+            .read_time_ns
+            .saturating_add(c.t_return_ns - c.t_call_ns);
         let t = &r.timing;
-        self.loss_delay_ns += t.loss_delay_ns;
-        self.peer_wait_ns += t.peer_wait_ns;
-        self.buffer_wait_ns += t.buffer_wait_ns;
-        self.wakeup_ns += t.wakeup_ns;
-        self.retransmitted_bytes += t.retransmitted_bytes;
+        self.loss_delay_ns = self.loss_delay_ns.saturating_add(t.loss_delay_ns);
+        self.peer_wait_ns = self.peer_wait_ns.saturating_add(t.peer_wait_ns);
+        self.buffer_wait_ns = self.buffer_wait_ns.saturating_add(t.buffer_wait_ns);
+        self.wakeup_ns = self.wakeup_ns.saturating_add(t.wakeup_ns);
+        self.retransmitted_bytes = self
+            .retransmitted_bytes
+            .saturating_add(t.retransmitted_bytes);
         *self.verdicts.entry(r.verdict).or_default() += 1;
         let cost = match r.verdict {
             Verdict::Loss => t.loss_delay_ns,
@@ -81,17 +87,19 @@ impl Totals {
 
     /// Adds another group's sums.
     pub fn merge(&mut self, o: Totals) {
-        self.reads += o.reads;
-        self.read_bytes += o.read_bytes;
-        self.read_time_ns += o.read_time_ns;
-        self.loss_delay_ns += o.loss_delay_ns;
-        self.peer_wait_ns += o.peer_wait_ns;
-        self.buffer_wait_ns += o.buffer_wait_ns;
-        self.wakeup_ns += o.wakeup_ns;
-        self.retransmitted_bytes += o.retransmitted_bytes;
-        self.sends += o.sends;
-        self.send_bytes += o.send_bytes;
-        self.send_blocked_ns += o.send_blocked_ns;
+        self.reads = self.reads.saturating_add(o.reads);
+        self.read_bytes = self.read_bytes.saturating_add(o.read_bytes);
+        self.read_time_ns = self.read_time_ns.saturating_add(o.read_time_ns);
+        self.loss_delay_ns = self.loss_delay_ns.saturating_add(o.loss_delay_ns);
+        self.peer_wait_ns = self.peer_wait_ns.saturating_add(o.peer_wait_ns);
+        self.buffer_wait_ns = self.buffer_wait_ns.saturating_add(o.buffer_wait_ns);
+        self.wakeup_ns = self.wakeup_ns.saturating_add(o.wakeup_ns);
+        self.retransmitted_bytes = self
+            .retransmitted_bytes
+            .saturating_add(o.retransmitted_bytes);
+        self.sends = self.sends.saturating_add(o.sends);
+        self.send_bytes = self.send_bytes.saturating_add(o.send_bytes);
+        self.send_blocked_ns = self.send_blocked_ns.saturating_add(o.send_blocked_ns);
         for (v, n) in o.verdicts {
             *self.verdicts.entry(v).or_default() += n;
         }
@@ -102,13 +110,18 @@ impl Totals {
 
     pub fn add_send(&mut self, c: &SocketCall) {
         self.sends += 1;
-        self.send_bytes += c.bytes.max(0) as u64;
-        self.send_blocked_ns += c.t_return_ns - c.t_call_ns;
+        self.send_bytes = self.send_bytes.saturating_add(c.bytes.max(0) as u64);
+        self.send_blocked_ns = self
+            .send_blocked_ns
+            .saturating_add(c.t_return_ns - c.t_call_ns);
     }
 
     /// Read time with a cause: the sum of the four parts.
     pub fn blamed_ns(&self) -> i64 {
-        self.loss_delay_ns + self.peer_wait_ns + self.buffer_wait_ns + self.wakeup_ns
+        self.loss_delay_ns
+            .saturating_add(self.peer_wait_ns)
+            .saturating_add(self.buffer_wait_ns)
+            .saturating_add(self.wakeup_ns)
     }
 
     pub fn worst_verdict(&self) -> Option<Verdict> {

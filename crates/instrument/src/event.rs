@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::record::{
-    self, flags, Call, Kind, Proto, RawRecord, HEADER_SIZE, MAGIC, RECORD_SIZE, VERSION,
+    self, flags, Call, Kind, Proto, RawRecord, HEADER_LOST_CALLS, HEADER_LOST_FROM, HEADER_SIZE,
+    MAGIC, RECORD_SIZE, VERSION,
 };
 
 /// One socket event.
@@ -191,6 +192,10 @@ pub enum LogError {
         path: PathBuf,
         offset: u64,
     },
+    /// A folder (nor its `events/` folder) holds no event log.
+    NoLogs {
+        path: PathBuf,
+    },
     /// A JSON Lines input line is not a valid event.
     BadJson {
         path: PathBuf,
@@ -221,6 +226,12 @@ impl fmt::Display for LogError {
             LogError::TornRecord { path, offset } => {
                 write!(f, "{}: torn record at byte offset {offset} (its writer died mid-record)", path.display())
             }
+            LogError::NoLogs { path } => write!(
+                f,
+                "{}: no event logs (*.{} or *.jsonl) in it or in its events/ folder",
+                path.display(),
+                record::EXTENSION
+            ),
             LogError::BadJson { path, line, what } => write!(f, "{}: line {line}: {what}", path.display()),
         }
     }
@@ -235,11 +246,37 @@ impl Error for LogError {
     }
 }
 
-/// What a log held: every complete event, and the first damage found, if any.
+/// A process whose log could not hold every call: from `from_ns` on, `calls` calls are missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostCalls {
+    pub path: PathBuf,
+    pub pid: u32,
+    /// CLOCK_REALTIME of the first call not recorded.
+    pub from_ns: i64,
+    pub calls: u64,
+}
+
+impl fmt::Display for LostCalls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: pid {}: {} socket calls from {} ns on were not recorded (the events folder's disk \
+             was full, or the log reached its capacity)",
+            self.path.display(),
+            self.pid,
+            self.calls,
+            self.from_ns
+        )
+    }
+}
+
+/// What a log held: every complete event, the first damage found, if any, and the processes
+/// whose log says calls were not recorded.
 #[derive(Debug, Default)]
 pub struct LogContents {
     pub events: Vec<Event>,
     pub damage: Option<LogError>,
+    pub lost: Vec<LostCalls>,
 }
 
 /// Reads a binary event log. Fails only when nothing can be read (I/O, magic, version);
@@ -249,14 +286,34 @@ pub struct LogContents {
 /// exec'd) leaves that zero tail behind: reading stops at the first all-zero megabyte, so a
 /// log costs what it holds, not what it reserved.
 pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
+    let file = fs::File::open(path).map_err(|source| LogError::Io {
+        path: path.into(),
+        source,
+    })?;
+    // Room for every record the file holds, counting only the blocks written: a log left by a
+    // killed process is a large sparse file.
+    let written = file.metadata().ok().map(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        meta.len().min(meta.blocks() * 512)
+    });
+    read_binary(file, path, written)
+}
+
+/// Reads a binary event log from `input` (`path` names it in errors). `size_hint`, the bytes
+/// the input holds at most, only sizes the first allocation; memory and time are bounded by
+/// the bytes actually read.
+pub fn read_binary(
+    mut input: impl Read,
+    path: &Path,
+    size_hint: Option<u64>,
+) -> Result<LogContents, LogError> {
     const CHUNK: usize = 8192 * RECORD_SIZE;
     let io = |source| LogError::Io {
         path: path.into(),
         source,
     };
-    let mut file = fs::File::open(path).map_err(io)?;
     let mut header = [0u8; HEADER_SIZE];
-    let got = read_full(&mut file, &mut header).map_err(io)?;
+    let got = read_full(&mut input, &mut header).map_err(io)?;
     let header = &header[..got];
     if header.len() < MAGIC.len() || header[..MAGIC.len()] != MAGIC {
         return Err(LogError::BadMagic { path: path.into() });
@@ -281,15 +338,20 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
         });
     }
     let pid = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    let i64_at = |r: std::ops::Range<usize>| {
+        i64::from_le_bytes(header[r].try_into().expect("8 header bytes"))
+    };
+    let lost_from = i64_at(HEADER_LOST_FROM);
+    let lost = (lost_from != 0).then(|| LostCalls {
+        path: path.into(),
+        pid,
+        from_ns: lost_from,
+        calls: i64_at(HEADER_LOST_CALLS) as u64,
+    });
     let mut resolver = Resolver::default();
-    // Room for every record the file holds, counting only the blocks written: a log left by a
-    // killed process is a large sparse file.
-    if let Ok(meta) = file.metadata() {
-        use std::os::unix::fs::MetadataExt;
-        let written = meta.len().min(meta.blocks() * 512);
+    if let Some(written) = size_hint {
         let records = written.saturating_sub(HEADER_SIZE as u64) / RECORD_SIZE as u64;
-        resolver.events.reserve(records as usize);
-        resolver.ids.reserve(records as usize);
+        resolver.reserve(records);
     }
     let mut damage = None;
     // Zero records seen since the last committed one: torn if a committed record follows.
@@ -297,7 +359,7 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
     let mut offset = HEADER_SIZE as u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let got = read_full(&mut file, &mut buf).map_err(io)?;
+        let got = read_full(&mut input, &mut buf).map_err(io)?;
         let chunk = &buf[..got];
         if chunk.is_empty() || chunk.iter().all(|&b| b == 0) {
             break;
@@ -342,14 +404,15 @@ pub fn read_binary_log(path: &Path) -> Result<LogContents, LogError> {
     Ok(LogContents {
         events: resolver.finish(),
         damage,
+        lost: lost.into_iter().collect(),
     })
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
-        match file.read(&mut buf[got..]) {
+        match input.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -371,17 +434,30 @@ struct Resolver {
 }
 
 impl Resolver {
+    /// Room for `records` events; only ever a hint from the file's size.
+    fn reserve(&mut self, records: u64) {
+        let records = usize::try_from(records).unwrap_or(0);
+        self.events.reserve(records);
+        self.ids.reserve(records);
+    }
+
     fn push(&mut self, r: RawRecord) {
         match r.kind {
             Kind::Str => {
+                // Writers emit a string's chunks in order. A chunk extends the string only where
+                // it starts within what is already there, so a string never holds more bytes than
+                // its chunks brought, whatever lengths and offsets a damaged record claims.
                 let s = self.parts.entry(r.test_id).or_default();
-                let total = r.result.max(0) as usize;
-                if s.len() < total {
-                    s.resize(total, 0);
-                }
-                let start = r.offset as usize;
-                if start + r.chunk.len() <= s.len() {
-                    s[start..start + r.chunk.len()].copy_from_slice(&r.chunk);
+                let Ok(start) = usize::try_from(r.offset) else {
+                    return;
+                };
+                let total = usize::try_from(r.result).unwrap_or(0);
+                let end = (start + r.chunk.len()).min(total);
+                if start <= s.len() && start < end {
+                    if s.len() < end {
+                        s.resize(end, 0);
+                    }
+                    s[start..end].copy_from_slice(&r.chunk[..end - start]);
                 }
             }
             // An open event's peer address travels in the OpenPeer record that follows it.
@@ -428,8 +504,13 @@ pub fn read_jsonl(path: &Path) -> Result<LogContents, LogError> {
         path: path.into(),
         source,
     })?;
+    read_jsonl_from(io::BufReader::new(file), path)
+}
+
+/// Reads JSON Lines events from `input` (`path` names it in errors).
+pub fn read_jsonl_from(input: impl BufRead, path: &Path) -> Result<LogContents, LogError> {
     let mut out = LogContents::default();
-    for (i, line) in io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in input.lines().enumerate() {
         let line = line.map_err(|source| LogError::Io {
             path: path.into(),
             source,
@@ -455,24 +536,40 @@ pub fn read_jsonl(path: &Path) -> Result<LogContents, LogError> {
     Ok(out)
 }
 
+/// The event logs in a folder (`*.nbev` and `*.jsonl`), in name order.
+fn logs_in(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|source| LogError::Io {
+            path: dir.into(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| x == record::EXTENSION || x == "jsonl")
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// Reads one log file (binary, or JSON Lines when it does not start with the magic) or every
-/// log in a directory (`*.nbev` and `*.jsonl`, in name order). Events are sorted by call time.
+/// log in a folder (`*.nbev` and `*.jsonl`, in name order); a run directory's logs are in its
+/// `events/` folder. A folder with no logs is an error that says where it looked. Events are
+/// sorted by call time.
 pub fn read_events(path: &Path) -> Result<LogContents, LogError> {
     let mut out = LogContents::default();
     let files = if path.is_dir() {
-        let mut v: Vec<PathBuf> = fs::read_dir(path)
-            .map_err(|source| LogError::Io {
-                path: path.into(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|x| x == record::EXTENSION || x == "jsonl")
-            })
-            .collect();
-        v.sort();
-        v
+        let mut files = logs_in(path)?;
+        let events = path.join("events");
+        if files.is_empty() && events.is_dir() {
+            files = logs_in(&events)?;
+        }
+        if files.is_empty() {
+            return Err(LogError::NoLogs { path: path.into() });
+        }
+        files
     } else {
         vec![path.to_path_buf()]
     };
@@ -495,6 +592,7 @@ pub fn read_events(path: &Path) -> Result<LogContents, LogError> {
         if out.damage.is_none() {
             out.damage = part.damage;
         }
+        out.lost.extend(part.lost);
     }
     out.events.sort_by_key(|e| (e.t_call_ns, e.pid, e.tid));
     Ok(out)

@@ -12,7 +12,10 @@ pub mod record;
 pub mod wrap;
 pub mod writer;
 
-pub use event::{read_binary_log, read_events, read_jsonl, Event, LogContents, LogError};
+pub use event::{
+    read_binary, read_binary_log, read_events, read_jsonl, read_jsonl_from, Event, LogContents,
+    LogError, LostCalls,
+};
 pub use record::{Call, Kind, Proto};
 pub use wrap::{RecordedTcpStream, RecordedUdpSocket};
 pub use writer::EventLog;

@@ -352,6 +352,12 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<RawRecord> {
     Some(r)
 }
 
+/// Header byte range of the CLOCK_REALTIME (ns) of the first call the log could not hold (the
+/// disk was full, or the log's capacity was reached); 0 when every call is in it.
+pub const HEADER_LOST_FROM: std::ops::Range<usize> = 24..32;
+/// Header byte range of how many calls were not recorded after `HEADER_LOST_FROM`.
+pub const HEADER_LOST_CALLS: std::ops::Range<usize> = 32..40;
+
 /// Encodes the 64-byte file header.
 pub fn encode_header(pid: u32, start_ns: i64) -> [u8; HEADER_SIZE] {
     let mut h = [0u8; HEADER_SIZE];

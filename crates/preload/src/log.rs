@@ -1,14 +1,21 @@
 //! The event log of this process: a file in NETBLAME_EVENTS_DIR mapped `MAP_SHARED`, so a record
 //! is durable (in the page cache) the moment it is written, whatever happens to the process.
 //!
-//! The file is created at the first event, so processes that never touch a socket (shells,
-//! helpers started through the inherited LD_PRELOAD) leave no log. Space for `CAPACITY` records is reserved up front as a sparse file; a slot is claimed with one
-//! atomic add, filled, then committed by storing its kind byte last. At exit the file is cut to
-//! the slots used; a log left by a killed process or an exec keeps its zero tail, which readers
-//! skip. Events past the capacity are counted and dropped.
+//! The file is created at the first event (and NETBLAME_EVENTS_DIR with it, mode 0700, when it
+//! is missing), so processes that never touch a socket (shells, helpers started through the
+//! inherited LD_PRELOAD) leave no log. Space for `CAPACITY` records is reserved up front as a
+//! sparse file; a slot is claimed with one atomic add, filled, then committed by storing its kind
+//! byte last. At exit the file is cut to the slots used; a log left by a killed process or an
+//! exec keeps its zero tail, which readers skip.
+//!
+//! A store into a page of a shared file mapping that the disk has no room for kills the process
+//! with SIGBUS. So pages are made ready `RESERVE_SLOTS` records at a time, ahead of use, with
+//! `MADV_POPULATE_WRITE`, which fails with an error instead (one madvise per 1,024 records, on
+//! the cold path). When the disk is full, or the capacity is reached, later events are counted
+//! and dropped, and the header says from when: the program runs on unchanged.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use netblame_instrument::record::{self, RawRecord, HEADER_SIZE, RECORD_SIZE};
 
@@ -24,6 +31,16 @@ static BASE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static OPEN_STATE: AtomicU8 = AtomicU8::new(0);
 static NEXT: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Records (from the first) whose pages are known to be backed by the disk.
+static RESERVED: AtomicU64 = AtomicU64::new(0);
+/// Set while one thread reserves more; others wait for it.
+static RESERVING: AtomicBool = AtomicBool::new(false);
+/// Set once a reservation failed: the log takes no more records.
+static FULL: AtomicBool = AtomicBool::new(false);
+/// Set at exit: calls after it are not "lost", the log is simply closed.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+/// Records made ready at a time: 64 KiB of the mapping.
+const RESERVE_SLOTS: u64 = 1024;
 
 /// A fixed buffer written only while the process is single-threaded in netblame's code (the
 /// constructor, a fork child's handler) and read at exit.
@@ -144,14 +161,21 @@ fn open() -> Result<(), &'static [u8]> {
     if !CURRENT.set(&[DIR.get(), b"/events-", pid, b"-", start_digits, b".", ext]) {
         return Err(b"NETBLAME_EVENTS_DIR is too long");
     }
-    // SAFETY: CURRENT holds a NUL-terminated path; flags and mode are valid for open.
-    let fd = unsafe {
-        real::open(
-            CURRENT.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o600,
-        )
+    let create = || {
+        // SAFETY: CURRENT holds a NUL-terminated path; flags and mode are valid for open.
+        unsafe {
+            real::open(
+                CURRENT.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            )
+        }
     };
+    let mut fd = create();
+    if fd < 0 && crate::errno() == libc::ENOENT {
+        make_dirs(DIR.get());
+        fd = create();
+    }
     if fd < 0 {
         return Err(b"cannot create the event log in NETBLAME_EVENTS_DIR");
     }
@@ -176,12 +200,116 @@ fn open() -> Result<(), &'static [u8]> {
         }
         p.cast::<u8>()
     };
+    RESERVED.store(0, Ordering::Relaxed);
+    FULL.store(false, Ordering::Relaxed);
+    CLOSED.store(false, Ordering::Relaxed);
+    // A fork child may have been copied while its parent's thread held this.
+    RESERVING.store(false, Ordering::Relaxed);
+    // The header's page too must be backed before it is written.
+    // SAFETY: base is the mapping of MAP_LEN bytes just made.
+    if !unsafe { populate(base, 0, HEADER_SIZE) } {
+        // SAFETY: as above; nothing else has seen the mapping.
+        unsafe { libc::munmap(base.cast(), MAP_LEN) };
+        // SAFETY: CURRENT is the NUL-terminated path of the file just created.
+        unsafe { libc::unlink(CURRENT.as_ptr()) };
+        return Err(b"no room for the event log in NETBLAME_EVENTS_DIR (disk full?)");
+    }
     let header = record::encode_header(crate::pid(), start);
     // SAFETY: base points to MAP_LEN writable bytes; the header is HEADER_SIZE bytes.
     unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), base, HEADER_SIZE) };
     NEXT.store(0, Ordering::Relaxed);
     BASE.store(base, Ordering::Release);
     Ok(())
+}
+
+/// Creates `dir` and any missing folder above it, mode 0700 (as `mkdir -p`).
+#[cold]
+fn make_dirs(dir: &[u8]) {
+    let mut path = [0u8; PATH_MAX];
+    let n = dir.len().min(PATH_MAX - 1);
+    path[..n].copy_from_slice(&dir[..n]);
+    for end in 1..=n {
+        if end < n && path[end] != b'/' {
+            continue;
+        }
+        let saved = path[end];
+        path[end] = 0;
+        // SAFETY: path[..=end] is NUL-terminated; an existing folder gives EEXIST, ignored.
+        unsafe { libc::mkdir(path.as_ptr().cast(), 0o700) };
+        path[end] = saved;
+    }
+}
+
+/// Makes the mapping's bytes `[from, to)` (from `base`) safe to store into: backed by the disk,
+/// or an error instead of a SIGBUS later. False when the disk has no room. A kernel without
+/// MADV_POPULATE_WRITE (before 5.14) gives EINVAL: pages are then backed at first store, as
+/// before.
+///
+/// # Safety
+/// `base` must be the log's mapping and `to <= MAP_LEN`.
+unsafe fn populate(base: *mut u8, from: usize, to: usize) -> bool {
+    let page = 4096;
+    let start = from / page * page;
+    let end = to.div_ceil(page) * page;
+    // SAFETY: [start, end) lies inside the mapping (page-aligned, end <= MAP_LEN rounded to a
+    // page, and MAP_LEN's last page is mapped).
+    let r = unsafe {
+        libc::madvise(
+            base.add(start).cast(),
+            end - start,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    r == 0 || crate::errno() == libc::EINVAL
+}
+
+/// Makes every slot below `end` safe to write; false when the disk is full (then records from
+/// the first unreserved slot on are dropped). One thread reserves; others wait for it.
+#[cold]
+fn reserve_through(base: *mut u8, end: u64) -> bool {
+    loop {
+        if end <= RESERVED.load(Ordering::Acquire) {
+            return true;
+        }
+        if FULL.load(Ordering::Acquire) {
+            return false;
+        }
+        if RESERVING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            std::hint::spin_loop();
+            continue;
+        }
+        let have = RESERVED.load(Ordering::Acquire);
+        if end > have {
+            let want = end.div_ceil(RESERVE_SLOTS).max(have / RESERVE_SLOTS + 1) * RESERVE_SLOTS;
+            let want = want.min(CAPACITY);
+            let slot_byte = |s: u64| HEADER_SIZE + s as usize * RECORD_SIZE;
+            // SAFETY: want <= CAPACITY, so the range lies inside the mapping.
+            let ok = unsafe { populate(base, slot_byte(have), slot_byte(want)) };
+            if ok {
+                RESERVED.store(want, Ordering::Release);
+            } else {
+                FULL.store(true, Ordering::Release);
+            }
+        }
+        RESERVING.store(false, Ordering::Release);
+    }
+}
+
+/// Notes in the header that a call at `t_ns` was not recorded (the first such time stays).
+fn note_lost(base: *mut u8, t_ns: i64) {
+    let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    let from = record::HEADER_LOST_FROM;
+    let calls = record::HEADER_LOST_CALLS;
+    // SAFETY: the header lies in the mapping's first page, backed since open(); these are
+    // aligned 8-byte fields of it.
+    unsafe {
+        let first = AtomicU64::from_ptr(base.add(from.start).cast());
+        let _ = first.compare_exchange(0, t_ns as u64, Ordering::Relaxed, Ordering::Relaxed);
+        AtomicU64::from_ptr(base.add(calls.start).cast()).fetch_max(dropped, Ordering::Relaxed);
+    }
 }
 
 /// In a fork child: drop the parent's mapping (the child must not write into its parent's log).
@@ -206,8 +334,11 @@ pub fn append(r: &RawRecord) {
     let (first, second) = record::encode(r);
     let slots = 1 + u64::from(second.is_some());
     let slot = NEXT.fetch_add(slots, Ordering::Relaxed);
-    if slot + slots > CAPACITY {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
+    let end = slot + slots;
+    if end > CAPACITY || (end > RESERVED.load(Ordering::Acquire) && !reserve_through(base, end)) {
+        if !CLOSED.load(Ordering::Relaxed) {
+            note_lost(base, r.t_call_ns.max(1));
+        }
         return;
     }
     // SAFETY: slot + slots <= CAPACITY so the slots lie inside the mapping, and this thread
@@ -242,7 +373,12 @@ pub fn finish() {
         return;
     }
     // Later claims land past the capacity and are dropped, so no write touches the cut tail.
-    let used = NEXT.swap(u64::MAX / 2, Ordering::AcqRel).min(CAPACITY);
+    CLOSED.store(true, Ordering::Relaxed);
+    let mut used = NEXT.swap(u64::MAX / 2, Ordering::AcqRel).min(CAPACITY);
+    if FULL.load(Ordering::Acquire) {
+        // Slots claimed past the last reserved one were never written.
+        used = used.min(RESERVED.load(Ordering::Acquire));
+    }
     // A thread that claimed a slot just before still writes below this length; the page that
     // holds the end stays mapped, so such a write cannot fault.
     let len = HEADER_SIZE as u64 + used * RECORD_SIZE as u64;
@@ -250,6 +386,8 @@ pub fn finish() {
     unsafe { libc::truncate(CURRENT.as_ptr(), len.min(MAP_LEN as u64) as libc::off_t) };
     let dropped = DROPPED.load(Ordering::Relaxed);
     if dropped > 0 {
-        crate::warn(b"netblame: the event log was full; later socket calls were not recorded\n");
+        crate::warn(
+            b"netblame: the event log was full (disk or capacity); later socket calls were not recorded\n",
+        );
     }
 }

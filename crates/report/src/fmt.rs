@@ -33,6 +33,13 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A CLOCK_REALTIME time in ns as `2026-11-30 05:24:49.123456 UTC`.
+pub fn utc(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%d %H:%M:%S%.6f UTC")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -42,5 +49,9 @@ mod tests {
         assert_eq!(super::duration(1_250_000_000), "1.25 s");
         assert_eq!(super::bytes(1_500), "1.5 KB");
         assert_eq!(super::opt_duration(None), "-");
+        assert_eq!(
+            super::utc(1_700_000_000_123_456_789),
+            "2023-11-14 22:13:20.123456 UTC"
+        );
     }
 }

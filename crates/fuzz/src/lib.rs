@@ -1,0 +1,101 @@
+//! The fuzz targets, as plain functions of the input bytes, so that one definition serves both
+//! the coverage-guided fuzzer (`fuzz/`, AFL++ through cargo-afl on stable Rust) and `cargo test`,
+//! which replays every input that ever failed (`fuzz/regressions/TARGET/`) and the seeds.
+//!
+//! Each target runs the same code a user's command would on a file of those bytes, from memory:
+//! a capture through the reader, the frame decoder and the flow analysis; an event log; JSON
+//! Lines events; and `analyze` on a capture and events together, down to the text report.
+
+#![deny(unsafe_code)]
+
+use std::io::{self, Cursor};
+use std::path::Path;
+
+use netblame_capture::CaptureReader;
+use netblame_correlate::{blame, Analysis, Analyzer, AnalyzerConfig};
+use netblame_instrument::record::MAGIC;
+
+/// A fuzz target: the input bytes in, nothing out; a panic is a failure.
+pub type Target = fn(&[u8]);
+
+/// The targets, by the names `just fuzz` and the regression folders use.
+pub const TARGETS: [(&str, Target); 4] = [
+    ("capture", capture),
+    ("event_log", event_log),
+    ("events_jsonl", events_jsonl),
+    ("analyze", analyze),
+];
+
+/// The flow analysis of a capture file's bytes; reading stops at the first error, as `flows`
+/// does.
+fn analysis_of(data: &[u8], keep_packets: bool) -> Analysis {
+    let mut analyzer = Analyzer::new(AnalyzerConfig { keep_packets });
+    if let Ok(mut reader) = CaptureReader::new(Cursor::new(data), "fuzz.pcap") {
+        while let Ok(Some(p)) = reader.next_packet() {
+            analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
+        }
+        let _ = reader.stats();
+    }
+    analyzer.finish()
+}
+
+/// A capture file: reader, frame decoding, flow analysis (with the packets table's records).
+pub fn capture(data: &[u8]) {
+    let analysis = analysis_of(data, true);
+    std::hint::black_box(&analysis);
+}
+
+/// A binary event log.
+pub fn event_log(data: &[u8]) {
+    let path = Path::new("fuzz.nbev");
+    if let Ok(contents) =
+        netblame_instrument::read_binary(Cursor::new(data), path, Some(data.len() as u64))
+    {
+        for e in &contents.events {
+            std::hint::black_box(e.to_json());
+        }
+    }
+}
+
+/// JSON Lines events, as `events dump` and `analyze` read a `.jsonl` file.
+pub fn events_jsonl(data: &[u8]) {
+    let path = Path::new("fuzz.jsonl");
+    if let Ok(contents) = netblame_instrument::read_jsonl_from(Cursor::new(data), path) {
+        for e in &contents.events {
+            std::hint::black_box(e.to_json());
+        }
+    }
+}
+
+/// `analyze` on a capture and an event log together: the input is the capture's bytes, then
+/// the event log's from its magic (`NBEVENTS`) on; the report is rendered and dropped.
+pub fn analyze(data: &[u8]) {
+    let split = data
+        .windows(MAGIC.len())
+        .position(|w| w == MAGIC)
+        .unwrap_or(data.len());
+    let (capture, events) = data.split_at(split);
+    let analysis = analysis_of(capture, false);
+    let contents = if events.is_empty() {
+        Default::default()
+    } else {
+        match netblame_instrument::read_binary(Cursor::new(events), Path::new("fuzz.nbev"), None) {
+            Ok(c) => c,
+            Err(_) => return,
+        }
+    };
+    let calls = netblame_report::socket_calls(contents.events);
+    let result = blame(&analysis, &calls.calls, 1_000_000);
+    let caveats = netblame_report::Caveats {
+        lost: &contents.lost,
+        rejected_events: calls.rejected,
+    };
+    let _ = netblame_report::write_text(
+        &mut io::sink(),
+        &analysis,
+        &calls.calls,
+        &result,
+        1.0,
+        &caveats,
+    );
+}

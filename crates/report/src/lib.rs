@@ -1,0 +1,421 @@
+//! Renderings of an analysed run: the socket calls as the correlator takes them, and the text
+//! report `netblame analyze` and `netblame run` print (one function per section, each writing
+//! to any `Write`). No I/O of its own beyond the writer it is given, so it can be fuzzed and
+//! tested on its exact output.
+
+#![deny(unsafe_code)]
+
+pub mod fmt;
+
+use std::io::{self, Write};
+
+use netblame_correlate::{summary, Blame, CallKind, ReadBlame, SocketCall, Totals, Verdict};
+use netblame_instrument::{Event, Kind, LostCalls, Proto};
+
+use crate::fmt::{bytes as fmt_bytes, duration};
+
+/// The recorded events as the correlator takes them, and how many were left out.
+#[derive(Debug, Default)]
+pub struct Calls {
+    pub calls: Vec<SocketCall>,
+    /// Events whose times, offset or byte count no real call can have (a damaged or
+    /// hand-written log): left out, and counted in the report.
+    pub rejected: u64,
+}
+
+/// What the report must say is missing from the events it analysed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Caveats<'a> {
+    /// Processes whose log could not hold every call.
+    pub lost: &'a [LostCalls],
+    /// Events left out by `socket_calls`.
+    pub rejected_events: u64,
+}
+
+/// The recorded events as the correlator takes them (checked by `SocketCall::checked`).
+pub fn socket_calls(events: Vec<Event>) -> Calls {
+    // Only open events name the protocol; the other events of the stream inherit it.
+    let udp: std::collections::HashSet<(u32, u64)> = events
+        .iter()
+        .filter(|e| e.proto == Some(Proto::Udp))
+        .map(|e| (e.pid, e.stream))
+        .collect();
+    let total = events.len() as u64;
+    let calls: Vec<SocketCall> = events
+        .into_iter()
+        .filter_map(|e| {
+            SocketCall {
+                tcp: !udp.contains(&(e.pid, e.stream)),
+                kind: match e.kind {
+                    Kind::Open => CallKind::Open,
+                    Kind::Recv => CallKind::Recv,
+                    Kind::Send => CallKind::Send,
+                    Kind::Close => CallKind::Close,
+                    _ => CallKind::Other,
+                },
+                pid: e.pid,
+                tid: e.tid,
+                fd: e.fd,
+                stream: e.stream,
+                t_call_ns: e.t_call_ns,
+                t_return_ns: e.t_return_ns,
+                bytes: e.bytes,
+                offset: e.offset,
+                peek: e.peek,
+                test: e.test,
+                local: e.local,
+                peer: e.peer,
+            }
+            .checked()
+        })
+        .collect();
+    Calls {
+        rejected: total - calls.len() as u64,
+        calls,
+    }
+}
+
+/// Tests and connections listed in the report; the tables have them all.
+const MAX_LISTED: usize = 10;
+
+/// The line that sums up what a listing left out.
+fn more<K>(out: &mut impl Write, rest: &[(K, &Totals)], what: &str, table: &str) -> io::Result<()> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let lost: i64 = rest.iter().map(|(_, x)| x.blamed_ns()).sum();
+    writeln!(
+        out,
+        "  ... and {} more {what}, {} lost in all (tables/{table}.csv)",
+        rest.len(),
+        duration(lost)
+    )
+}
+
+/// The four causes of the timing model, as the report words them.
+fn causes(loss: i64, peer: i64, program: i64, wakeup: i64) -> String {
+    format!(
+        "loss {}, peer {}, program {}, wakeup {}",
+        duration(loss),
+        duration(peer),
+        duration(program),
+        duration(wakeup)
+    )
+}
+
+fn breakdown(t: &Totals) -> String {
+    causes(
+        t.loss_delay_ns,
+        t.peer_wait_ns,
+        t.buffer_wait_ns,
+        t.wakeup_ns,
+    )
+}
+
+fn worst(t: &Totals) -> &'static str {
+    t.worst_verdict().map_or("-", Verdict::as_str)
+}
+
+fn share(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// The text report of a run (what `netblame analyze` prints).
+pub fn write_text(
+    out: &mut impl Write,
+    analysis: &netblame_correlate::Analysis,
+    calls: &[SocketCall],
+    b: &Blame,
+    threshold_ms: f64,
+    caveats: &Caveats,
+) -> io::Result<()> {
+    let all = summary::overall(calls, b);
+    writeln!(
+        out,
+        "netblame: {} reads with data ({}), {} sends ({})",
+        all.reads,
+        fmt_bytes(all.read_bytes),
+        all.sends,
+        fmt_bytes(all.send_bytes)
+    )?;
+    let whole = all.blamed_ns();
+    writeln!(
+        out,
+        "\nwhere the read time went (verdict threshold {threshold_ms} ms):"
+    )?;
+    for (label, v) in [
+        ("loss (waiting on retransmissions)", all.loss_delay_ns),
+        ("peer (data not sent yet, or in flight)", all.peer_wait_ns),
+        (
+            "program (data waited in the socket buffer)",
+            all.buffer_wait_ns,
+        ),
+        ("wakeup (kernel and scheduler)", all.wakeup_ns),
+    ] {
+        writeln!(
+            out,
+            "  {label:<44} {:>10}  {:>4}",
+            duration(v),
+            share(v, whole)
+        )?;
+    }
+    let counts: Vec<String> = all
+        .verdicts
+        .iter()
+        .map(|(v, n)| format!("{} {n}", v.as_str()))
+        .collect();
+    writeln!(out, "  verdicts: {}", counts.join(", "))?;
+    slowest_reads(out, calls, b)?;
+    held_sends(out, calls, b, threshold_ms)?;
+
+    let per_test = summary::by_test(calls, b);
+    if !per_test.is_empty() {
+        writeln!(out, "\nper test (most time lost first):")?;
+        let mut tests: Vec<_> = per_test.iter().collect();
+        tests.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
+        for ((test, phase), x) in tests.iter().take(MAX_LISTED) {
+            let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
+            writeln!(
+                out,
+                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}; worst: {}",
+                x.reads,
+                x.sends,
+                duration(x.read_time_ns),
+                breakdown(x),
+                worst(x)
+            )?;
+        }
+        more(out, &tests[tests.len().min(MAX_LISTED)..], "tests", "tests")?;
+    }
+    writeln!(out, "\nper connection (most time lost first):")?;
+    let per_flow = summary::by_flow(calls, b);
+    let mut flows: Vec<_> = per_flow.iter().collect();
+    flows.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
+    for (f, x) in flows.iter().take(MAX_LISTED) {
+        writeln!(
+            out,
+            "  flow {:<4} {} reads, {}, {} in reads; {}; worst: {}",
+            f.map_or("-".into(), |f| f.to_string()),
+            x.reads,
+            fmt_bytes(x.read_bytes),
+            duration(x.read_time_ns),
+            breakdown(x),
+            worst(x)
+        )?;
+    }
+    more(
+        out,
+        &flows[flows.len().min(MAX_LISTED)..],
+        "connections",
+        "reads",
+    )?;
+    if !b.unmatched_streams.is_empty() {
+        writeln!(
+            out,
+            "\n{} connections recorded by the program are not in the capture:",
+            b.unmatched_streams.len()
+        )?;
+        for (pid, _, local, peer) in b.unmatched_streams.iter().take(10) {
+            let show = |a: &Option<std::net::SocketAddr>| a.map_or("?".into(), |a| a.to_string());
+            writeln!(out, "  pid {pid}: {} -> {}", show(local), show(peer))?;
+        }
+    }
+    if !b.unmatched_flows.is_empty() {
+        writeln!(
+            out,
+            "\n{} connections in the capture have no recorded socket calls (programs the interposer \
+             cannot see: static or Go binaries, processes started without it):",
+            b.unmatched_flows.len()
+        )?;
+        for &id in b.unmatched_flows.iter().take(MAX_LISTED) {
+            let f = &analysis.flows[id as usize - 1];
+            let [a, z] = f
+                .endpoints
+                .map(|e| std::net::SocketAddr::new(e.addr, e.port));
+            writeln!(out, "  flow {id} {} {a} <-> {z}", f.protocol.as_str())?;
+        }
+        if b.unmatched_flows.len() > MAX_LISTED {
+            writeln!(
+                out,
+                "  ... and {} more (tables/flows.csv)",
+                b.unmatched_flows.len() - MAX_LISTED
+            )?;
+        }
+    }
+    lost_calls(out, caveats.lost)?;
+    if caveats.rejected_events > 0 {
+        writeln!(
+            out,
+            "\nwarning: {} events were left out: their times, offsets or byte counts are impossible \
+             (a damaged or hand-written event log)",
+            caveats.rejected_events
+        )?;
+    }
+    if b.causality_violations > 0 {
+        // The timing model: the largest violation is a lower bound on the clocks' offset.
+        let worst = b
+            .reads
+            .iter()
+            .filter_map(|r| r.causality_violation_ns)
+            .max()
+            .unwrap_or(0);
+        writeln!(
+            out,
+            "\nwarning: {} reads returned bytes more than 100 µs before they were captured (up to {}): \
+             clock skew between the capture and the program (the capture's clock is at least {} ahead), \
+             or a join error",
+            b.causality_violations,
+            duration(worst),
+            duration(worst)
+        )?;
+    }
+    Ok(())
+}
+
+/// Processes whose log could not hold every call: from when their events are missing.
+fn lost_calls(out: &mut impl Write, lost: &[LostCalls]) -> io::Result<()> {
+    if lost.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nwarning: {} processes' events are incomplete (the events folder's disk was full, or a \
+         log reached its capacity); the figures above leave their later calls out:",
+        lost.len()
+    )?;
+    for l in lost.iter().take(MAX_LISTED) {
+        writeln!(
+            out,
+            "  pid {}: {} calls not recorded from {} on",
+            l.pid,
+            l.calls,
+            fmt::utc(l.from_ns)
+        )?;
+    }
+    Ok(())
+}
+
+/// The ten reads that cost the program most (time in the call plus time the data waited for
+/// it), with their breakdown and the packets behind them.
+fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
+    let cost = |r: &ReadBlame| {
+        let c = &calls[r.call];
+        (c.t_return_ns - c.t_call_ns) + r.timing.buffer_wait_ns
+    };
+    let mut slow: Vec<&ReadBlame> = b
+        .reads
+        .iter()
+        .filter(|r| r.verdict != Verdict::NoData)
+        .collect();
+    let top = slow.len().min(10);
+    if top > 0 && top < slow.len() {
+        slow.select_nth_unstable_by_key(top - 1, |r| std::cmp::Reverse(cost(r)));
+    }
+    slow.truncate(top);
+    slow.sort_by_key(|r| std::cmp::Reverse(cost(r)));
+    if slow.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nslowest reads (time in the call, + time the data waited before it):"
+    )?;
+    for r in slow {
+        let c = &calls[r.call];
+        let (test, phase) = summary::split_test(c.test.as_deref());
+        let t = &r.timing;
+        writeln!(
+            out,
+            "  {:>9} +{:>9}  {:<12} flow {} pid {} fd {}: {} at offset {}{}",
+            duration(c.t_return_ns - c.t_call_ns),
+            duration(t.buffer_wait_ns),
+            r.verdict.as_str(),
+            r.flow_id.map_or("-".into(), |f| f.to_string()),
+            c.pid,
+            c.fd,
+            fmt_bytes(c.bytes.max(0) as u64),
+            c.offset,
+            test.map_or(String::new(), |t| format!(
+                "  [{t}{}]",
+                phase.map_or(String::new(), |p| format!(" ({p})"))
+            )),
+        )?;
+        let mut packets = if !c.tcp {
+            "1 datagram".to_string()
+        } else if r.segments > 0 {
+            format!(
+                "{} segment{} at seq {}:{}",
+                r.segments,
+                if r.segments == 1 { "" } else { "s" },
+                c.offset + 1,
+                c.offset + 1 + c.bytes.max(0) as u64
+            )
+        } else {
+            format!("no packets ({})", r.verdict.as_str())
+        };
+        if t.retransmitted_bytes > 0 {
+            packets += &format!(", {} retransmitted", fmt_bytes(t.retransmitted_bytes));
+        }
+        if let Some(resp) = r.response_ns {
+            packets += &format!("; the peer answered {} after the request", duration(resp));
+        }
+        if let Some(held) = r.request_held.map(|i| &b.sends[i]) {
+            packets += &format!(
+                "; the request waited {} in this host's kernel ({})",
+                duration(held.wire_delay_ns.unwrap_or(0)),
+                held.held_by.map_or("-", |h| h.as_str())
+            );
+        }
+        writeln!(
+            out,
+            "      {}; {packets}",
+            causes(
+                t.loss_delay_ns,
+                t.peer_wait_ns,
+                t.buffer_wait_ns,
+                t.wakeup_ns
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends whose bytes waited in the kernel at least the threshold before going on the wire.
+fn held_sends(
+    out: &mut impl Write,
+    calls: &[SocketCall],
+    b: &Blame,
+    threshold_ms: f64,
+) -> io::Result<()> {
+    let blocked: i64 = b.sends.iter().map(|s| s.send_blocked_ns).sum();
+    let mut held: Vec<_> = b.sends.iter().filter(|s| s.held_by.is_some()).collect();
+    if held.is_empty() && blocked < (threshold_ms * 1e6) as i64 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nsends: {} blocked in the call in all; {} held in the kernel {threshold_ms} ms or more before the wire",
+        duration(blocked),
+        held.len()
+    )?;
+    held.sort_by_key(|s| std::cmp::Reverse(s.wire_delay_ns));
+    for s in held.iter().take(5) {
+        let c = &calls[s.call];
+        writeln!(
+            out,
+            "  {:>9} on the wire late, held by {:<11} flow {} pid {} fd {}: {} at offset {}",
+            duration(s.wire_delay_ns.unwrap_or(0)),
+            s.held_by.map_or("-", |h| h.as_str()),
+            s.flow_id.map_or("-".into(), |f| f.to_string()),
+            c.pid,
+            c.fd,
+            fmt_bytes(c.bytes.max(0) as u64),
+            c.offset
+        )?;
+    }
+    Ok(())
+}
