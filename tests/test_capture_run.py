@@ -193,12 +193,24 @@ def test_under_sudo_the_command_runs_as_the_invoking_user(netns, tmp_path):
     os.chmod(base, 0o755)
     out = __import__("pathlib").Path(base) / "run"
     env = dict(os.environ, SUDO_UID="65534", SUDO_GID="65534")
+    program = ("import os, socket, subprocess, sys\n"
+               "print(os.getuid(), flush=True)\n"
+               "s = socket.create_server(('127.0.0.1', 0)); c = socket.create_connection(s.getsockname())\n"
+               "c.sendall(b'x'); s.accept()[0].recv(1)\n"
+               "subprocess.run([sys.executable, '-c', 'import socket; socket.create_connection(%r).sendall(b\"y\")'"
+               " % (s.getsockname(),)], check=True)\n")
+    # A Python the other uid may run (pytest's own may live under /root).
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
     r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
-                        "id", "-u"], capture_output=True, text=True, env=env, timeout=60)
+                        python, "-c", program], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "65534"
+    assert "cannot be preloaded" not in r.stderr, "the library is readable by the sudo user"
     for p in (out, out / "events", out / "capture.pcap", out / "manifest.json"):
         assert p.stat().st_uid == 65534, p
+    events = subprocess.run([str(netblame_path()), "events", "dump", str(out)], capture_output=True, text=True)
+    pids = {json.loads(line)["pid"] for line in events.stdout.splitlines() if '"kind":"send"' in line}
+    assert len(pids) == 2, "the command and the process it started were both recorded"
     shutil.rmtree(base)
 
 
