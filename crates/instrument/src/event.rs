@@ -45,6 +45,8 @@ pub struct Event {
     pub test: Option<Arc<str>>,
     /// Mark events: the mark's label.
     pub label: Option<Arc<str>>,
+    /// Wait events: what the wait reported of the socket (`record::ready` bits).
+    pub ready: u8,
 }
 
 impl Event {
@@ -75,6 +77,7 @@ impl Event {
             peer,
             test: None,
             label: None,
+            ready: r.ready,
         }
     }
 
@@ -104,6 +107,14 @@ impl Event {
         if self.kind == Kind::Mark {
             m.insert("label".into(), json!(self.label.as_deref()));
         }
+        if self.kind == Kind::Wait {
+            let names: Vec<&str> = record::ready::NAMES
+                .iter()
+                .filter(|(bit, _)| self.ready & bit != 0)
+                .map(|&(_, name)| name)
+                .collect();
+            m.insert("ready".into(), json!(names));
+        }
         Value::Object(m)
     }
 
@@ -114,7 +125,7 @@ impl Event {
             .get("kind")
             .and_then(Value::as_str)
             .and_then(Kind::parse)
-            .ok_or("\"kind\" must be one of open, recv, send, close, mark")?;
+            .ok_or("\"kind\" must be one of open, recv, send, close, mark, wait")?;
         let int = |k: &str| o.get(k).and_then(Value::as_i64);
         let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
         let addr = |k: &str| -> Result<Option<SocketAddr>, String> {
@@ -156,8 +167,25 @@ impl Event {
             peer: addr("peer")?,
             test: text("test").map(Arc::from),
             label: text("label").map(Arc::from),
+            ready: match o.get("ready") {
+                None => 0,
+                Some(v) => ready_bits(v)?,
+            },
         })
     }
+}
+
+/// The `ready` bits of a JSON list such as `["read", "hangup"]`.
+fn ready_bits(v: &Value) -> Result<u8, String> {
+    let list = v.as_array().ok_or("\"ready\" must be a list")?;
+    list.iter().try_fold(0u8, |bits, name| {
+        let name = name.as_str().unwrap_or_default();
+        record::ready::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|&(bit, _)| bits | bit)
+            .ok_or_else(|| format!("\"ready\": {name:?} is not read, write, hangup or error"))
+    })
 }
 
 /// Why an event log could not be read (whole or in part).

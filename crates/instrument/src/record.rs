@@ -37,6 +37,8 @@ pub enum Kind {
     Str = 6,
     /// The second record of an open event: the peer address.
     OpenPeer = 7,
+    /// A readiness wait (poll, select, epoll_wait, ...) that reported this socket ready.
+    Wait = 8,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             5 => Kind::Mark,
             6 => Kind::Str,
             7 => Kind::OpenPeer,
+            8 => Kind::Wait,
             _ => return None,
         })
     }
@@ -63,13 +66,21 @@ impl Kind {
             Kind::Mark => "mark",
             Kind::Str => "str",
             Kind::OpenPeer => "open-peer",
+            Kind::Wait => "wait",
         }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Open, Kind::Recv, Kind::Send, Kind::Close, Kind::Mark]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Kind::Open,
+            Kind::Recv,
+            Kind::Send,
+            Kind::Close,
+            Kind::Mark,
+            Kind::Wait,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -97,10 +108,17 @@ pub enum Call {
     Accept4 = 16,
     Close = 17,
     Mark = 18,
+    Poll = 19,
+    Ppoll = 20,
+    Select = 21,
+    Pselect = 22,
+    EpollWait = 23,
+    EpollPwait = 24,
+    EpollPwait2 = 25,
 }
 
 impl Call {
-    const ALL: [Call; 19] = [
+    const ALL: [Call; 26] = [
         Call::Unknown,
         Call::Recv,
         Call::Recvfrom,
@@ -120,6 +138,13 @@ impl Call {
         Call::Accept4,
         Call::Close,
         Call::Mark,
+        Call::Poll,
+        Call::Ppoll,
+        Call::Select,
+        Call::Pselect,
+        Call::EpollWait,
+        Call::EpollPwait,
+        Call::EpollPwait2,
     ];
 
     pub fn from_u16(v: u16) -> Call {
@@ -147,6 +172,13 @@ impl Call {
             Call::Accept4 => "accept4",
             Call::Close => "close",
             Call::Mark => "mark",
+            Call::Poll => "poll",
+            Call::Ppoll => "ppoll",
+            Call::Select => "select",
+            Call::Pselect => "pselect",
+            Call::EpollWait => "epoll_wait",
+            Call::EpollPwait => "epoll_pwait",
+            Call::EpollPwait2 => "epoll_pwait2",
         }
     }
 
@@ -166,6 +198,25 @@ pub mod flags {
     pub const NONBLOCKING: u8 = 0x02;
     /// TCP (else UDP).
     pub const TCP: u8 = 0x04;
+}
+
+/// What a readiness wait reported of a socket (a `Wait` record's byte 3).
+pub mod ready {
+    /// Data to read (POLLIN, EPOLLIN, in the read set).
+    pub const READABLE: u8 = 0x01;
+    /// Room to write (POLLOUT, EPOLLOUT, in the write set).
+    pub const WRITABLE: u8 = 0x02;
+    /// The peer hung up (POLLHUP, POLLRDHUP, EPOLLHUP, EPOLLRDHUP): a read returns at once.
+    pub const HANGUP: u8 = 0x04;
+    /// An error is pending (POLLERR, EPOLLERR, in the except set).
+    pub const ERROR: u8 = 0x08;
+    /// The names of the bits, in order, as JSON Lines writes them.
+    pub const NAMES: [(u8, &str); 4] = [
+        (READABLE, "read"),
+        (WRITABLE, "write"),
+        (HANGUP, "hangup"),
+        (ERROR, "error"),
+    ];
 }
 
 /// Transport protocol of a socket.
@@ -212,6 +263,8 @@ pub struct RawRecord {
     pub label_id: u32,
     /// Str: this chunk of the string.
     pub chunk: Vec<u8>,
+    /// Wait: what the wait reported of the socket (`ready` bits).
+    pub ready: u8,
 }
 
 impl RawRecord {
@@ -235,6 +288,7 @@ impl RawRecord {
             addrs: None,
             label_id: 0,
             chunk: Vec::new(),
+            ready: 0,
         }
     }
 }
@@ -282,6 +336,7 @@ pub fn encode(r: &RawRecord) -> ([u8; RECORD_SIZE], Option<[u8; RECORD_SIZE]>) {
     }
     b[1] = r.flags;
     b[2] = r.call as u8;
+    b[3] = r.ready;
     b[4..8].copy_from_slice(&r.tid.to_le_bytes());
     b[8..12].copy_from_slice(&r.fd.to_le_bytes());
     b[12..16].copy_from_slice(&(r.stream as u32).to_le_bytes());
@@ -329,6 +384,7 @@ pub fn decode(b: &[u8; RECORD_SIZE]) -> Option<RawRecord> {
     }
     r.flags = b[1];
     r.call = Call::from_u16(u16::from(b[2]));
+    r.ready = b[3];
     r.tid = u32_at(4);
     r.fd = u32_at(8) as i32;
     r.stream = u64::from(u32_at(12));

@@ -160,7 +160,7 @@ fn caller_addr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
 }
 
 /// The fields every event of a tracked socket carries.
-fn base_record(
+pub(crate) fn base_record(
     kind: Kind,
     call: Call,
     fd: c_int,
@@ -181,7 +181,7 @@ fn base_record(
 }
 
 /// Writes the open event of `fd`'s stream, reading the addresses right now.
-fn record_open(fd: c_int, state: u64, call: Call, peer: Option<SocketAddr>) {
+pub(crate) fn record_open(fd: c_int, state: u64, call: Call, peer: Option<SocketAddr>) {
     fds::set_flags(fd, fds::OPENED);
     let local = sock_addr(fd, false);
     let peer = peer.or_else(|| sock_addr(fd, true));
@@ -447,6 +447,7 @@ fn closing(fd: c_int) {
             record_close(fd, state);
         }
         fds::forget(fd);
+        crate::waits::forget(fd);
     });
 }
 
@@ -486,6 +487,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
                     record_close(fd as c_int, state);
                 }
                 fds::forget(fd as c_int);
+                crate::waits::forget(fd as c_int);
             }
         });
     }

@@ -76,6 +76,16 @@ real_fns! {
     ioctl(fd: c_int, request: libc::c_ulong, arg: libc::c_ulong) -> c_int;
     fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int;
     fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int;
+    poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int;
+    __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int, fdslen: size_t) -> c_int;
+    ppoll(fds: *mut libc::pollfd, nfds: libc::nfds_t, tmo: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
+    __ppoll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, tmo: *const libc::timespec, sigmask: *const libc::sigset_t, fdslen: size_t) -> c_int;
+    select(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *mut libc::timeval) -> c_int;
+    pselect(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
+    epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int;
+    epoll_wait(epfd: c_int, events: *mut libc::epoll_event, maxevents: c_int, timeout: c_int) -> c_int;
+    epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, maxevents: c_int, timeout: c_int, sigmask: *const libc::sigset_t) -> c_int;
+    epoll_pwait2(epfd: c_int, events: *mut libc::epoll_event, maxevents: c_int, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
 }
 
 /// Calls the real `_exit` or `_Exit` (which never return).

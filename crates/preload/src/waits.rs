@@ -1,0 +1,487 @@
+//! Readiness waits: `poll`, `ppoll`, `select`, `pselect`, `epoll_wait`, `epoll_pwait`,
+//! `epoll_pwait2` (and the `_chk` variants `_FORTIFY_SOURCE` builds call). Most programs wait
+//! here, not in `recv` (CPython for every socket with a timeout, asyncio, libuv, Java NIO,
+//! curl): a wait that reports a tracked socket readable, writable, hung up or in error writes one
+//! `Wait` event per such socket, with the wait's entry and return times. A wait that reports
+//! nothing of ours writes nothing.
+//!
+//! epoll reports the user datum a program registered, not the fd: `epoll_ctl` is followed to
+//! map it back. libuv, asyncio and Java store the fd itself (one load checks it); programs that
+//! store a token (tokio) are found in a fixed open-addressing table. Both are plain atomics in
+//! static memory: no lock, no allocation, copied to a fork child as the kernel's interest list
+//! is. A socket registered in two epoll instances with different data is followed in the last
+//! one only.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use libc::{c_int, size_t};
+use netblame_instrument::record::{ready, Call, Kind};
+
+use crate::hooks::{base_record, record_open};
+use crate::{active, errno, fds, log, real, set_errno, Inside};
+
+/// The datum each fd was last registered with (epoll_ctl ADD or MOD), and whether it is set.
+static DATUM: [AtomicU64; fds::MAX_FDS] = [const { AtomicU64::new(0) }; fds::MAX_FDS];
+static HAS_DATUM: [AtomicU64; fds::MAX_FDS / 64] = [const { AtomicU64::new(0) }; fds::MAX_FDS / 64];
+
+/// Datum → fd for data that are not the fd (tokens): open addressing, `fd + 1` (0: empty).
+const TOKENS: usize = 1 << 14;
+const PROBES: usize = 32;
+static TOKEN_KEY: [AtomicU64; TOKENS] = [const { AtomicU64::new(0) }; TOKENS];
+static TOKEN_FD: [AtomicI32; TOKENS] = [const { AtomicI32::new(0) }; TOKENS];
+
+fn slot(fd: c_int) -> Option<usize> {
+    usize::try_from(fd).ok().filter(|&i| i < fds::MAX_FDS)
+}
+
+fn registered(fd: c_int) -> Option<u64> {
+    let i = slot(fd)?;
+    let set = HAS_DATUM[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0;
+    set.then(|| DATUM[i].load(Ordering::Acquire))
+}
+
+fn token_slot(datum: u64, probe: usize) -> usize {
+    // Fibonacci hashing spreads tokens that are small consecutive integers.
+    let h = datum.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50;
+    (h as usize + probe) % TOKENS
+}
+
+/// Notes that `fd` was registered with `datum` (epoll_ctl ADD or MOD).
+fn remember(fd: c_int, datum: u64) {
+    let Some(i) = slot(fd) else { return };
+    DATUM[i].store(datum, Ordering::Release);
+    HAS_DATUM[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
+    if datum as u32 as c_int == fd {
+        return; // the datum is the fd: no table needed
+    }
+    for probe in 0..PROBES {
+        let s = token_slot(datum, probe);
+        let held = TOKEN_FD.load_slot(s);
+        // A free slot, this datum's slot, or one whose fd no longer has that datum (stale).
+        let stale = held
+            .and_then(|f| registered(f).map(|d| d != TOKEN_KEY[s].load(Ordering::Acquire)))
+            .unwrap_or(true);
+        if held.is_none() || stale || TOKEN_KEY[s].load(Ordering::Acquire) == datum {
+            TOKEN_KEY[s].store(datum, Ordering::Release);
+            TOKEN_FD[s].store(fd + 1, Ordering::Release);
+            return;
+        }
+    }
+    // Full around this datum: its waits go unrecorded (a program with over 16 k tokens here).
+}
+
+/// Forgets `fd`'s registration (epoll_ctl DEL, or the fd closed).
+pub fn forget(fd: c_int) {
+    if let Some(i) = slot(fd) {
+        HAS_DATUM[i / 64].fetch_and(!(1 << (i % 64)), Ordering::AcqRel);
+    }
+}
+
+/// The fd a reported datum stands for, if it is still registered with it.
+fn fd_of(datum: u64) -> Option<c_int> {
+    let as_fd = datum as u32 as c_int;
+    if registered(as_fd) == Some(datum) {
+        return Some(as_fd);
+    }
+    (0..PROBES).find_map(|probe| {
+        let s = token_slot(datum, probe);
+        let fd = TOKEN_FD.load_slot(s)?;
+        (TOKEN_KEY[s].load(Ordering::Acquire) == datum && registered(fd) == Some(datum))
+            .then_some(fd)
+    })
+}
+
+trait TokenFds {
+    fn load_slot(&self, s: usize) -> Option<c_int>;
+}
+
+impl TokenFds for [AtomicI32; TOKENS] {
+    fn load_slot(&self, s: usize) -> Option<c_int> {
+        match self[s].load(Ordering::Acquire) {
+            0 => None,
+            f => Some(f - 1),
+        }
+    }
+}
+
+/// A wait in progress: its entry time, and the re-entry guard held across it.
+struct Wait {
+    _inside: Inside,
+    t_call: i64,
+}
+
+#[inline]
+fn begin() -> Option<Wait> {
+    if !active() {
+        return None;
+    }
+    let inside = Inside::enter()?;
+    Some(Wait {
+        _inside: inside,
+        t_call: crate::realtime_ns(),
+    })
+}
+
+impl Wait {
+    /// Writes one event per tracked socket in `reported` (fd, ready bits) after a wait that
+    /// returned `result` and waited at most `timeout_ms` (-1: no limit).
+    fn finish(
+        self,
+        call: Call,
+        result: c_int,
+        timeout_ms: i64,
+        reported: impl Iterator<Item = (c_int, u8)>,
+    ) {
+        let t_return = crate::realtime_ns();
+        let err = errno();
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            for (fd, bits) in reported {
+                if bits == 0 {
+                    continue;
+                }
+                let Some(mut state) = fds::lookup(fd) else {
+                    continue;
+                };
+                if state & fds::OPENED == 0 {
+                    record_open(fd, state, Call::Unknown, None);
+                    state |= fds::OPENED;
+                }
+                let mut r = base_record(Kind::Wait, call, fd, state, self.t_call, t_return);
+                r.ready = bits;
+                r.result = i64::from(result);
+                r.requested = timeout_ms as u64;
+                r.offset = fds::advance(fd, true, 0);
+                log::append(&r);
+            }
+        }));
+        set_errno(err);
+    }
+}
+
+fn poll_bits(revents: libc::c_short) -> u8 {
+    let mut b = 0;
+    if revents & libc::POLLIN != 0 {
+        b |= ready::READABLE;
+    }
+    if revents & libc::POLLOUT != 0 {
+        b |= ready::WRITABLE;
+    }
+    if revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+        b |= ready::HANGUP;
+    }
+    if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        b |= ready::ERROR;
+    }
+    b
+}
+
+fn epoll_bits(events: u32) -> u8 {
+    let mut b = 0;
+    if events & libc::EPOLLIN as u32 != 0 {
+        b |= ready::READABLE;
+    }
+    if events & libc::EPOLLOUT as u32 != 0 {
+        b |= ready::WRITABLE;
+    }
+    if events & (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0 {
+        b |= ready::HANGUP;
+    }
+    if events & libc::EPOLLERR as u32 != 0 {
+        b |= ready::ERROR;
+    }
+    b
+}
+
+fn timespec_ms(t: *const libc::timespec) -> i64 {
+    if t.is_null() {
+        return -1;
+    }
+    // SAFETY: the caller passed a valid timespec (the libc contract of ppoll/pselect).
+    let t = unsafe { &*t };
+    t.tv_sec.saturating_mul(1000) + t.tv_nsec / 1_000_000
+}
+
+/// The tracked sockets a poll reported.
+fn polled(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    r: c_int,
+) -> impl Iterator<Item = (c_int, u8)> {
+    let list: &[libc::pollfd] = if r > 0 && !fds.is_null() {
+        // SAFETY: the caller passed nfds valid pollfds, which the kernel just filled.
+        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
+    } else {
+        &[]
+    };
+    list.iter().map(|p| (p.fd, poll_bits(p.revents)))
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for poll.
+        return unsafe { real::poll(fds, nfds, timeout) };
+    };
+    // SAFETY: as above.
+    let r = unsafe { real::poll(fds, nfds, timeout) };
+    w.finish(Call::Poll, r, i64::from(timeout), polled(fds, nfds, r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: c_int,
+    fdslen: size_t,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for __poll_chk.
+        return unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) };
+    };
+    // SAFETY: as above.
+    let r = unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) };
+    w.finish(Call::Poll, r, i64::from(timeout), polled(fds, nfds, r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    tmo: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for ppoll.
+        return unsafe { real::ppoll(fds, nfds, tmo, sigmask) };
+    };
+    let timeout = timespec_ms(tmo);
+    // SAFETY: as above.
+    let r = unsafe { real::ppoll(fds, nfds, tmo, sigmask) };
+    w.finish(Call::Ppoll, r, timeout, polled(fds, nfds, r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    tmo: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+    fdslen: size_t,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for __ppoll_chk.
+        return unsafe { real::__ppoll_chk(fds, nfds, tmo, sigmask, fdslen) };
+    };
+    let timeout = timespec_ms(tmo);
+    // SAFETY: as above.
+    let r = unsafe { real::__ppoll_chk(fds, nfds, tmo, sigmask, fdslen) };
+    w.finish(Call::Ppoll, r, timeout, polled(fds, nfds, r));
+    r
+}
+
+/// The tracked sockets a select reported: fds below `nfds` (and FD_SETSIZE) set in a result set.
+fn selected(
+    nfds: c_int,
+    sets: [*mut libc::fd_set; 3],
+    r: c_int,
+) -> impl Iterator<Item = (c_int, u8)> {
+    let n = if r > 0 {
+        nfds.clamp(0, libc::FD_SETSIZE as c_int)
+    } else {
+        0
+    };
+    (0..n).map(move |fd| {
+        let mut bits = 0;
+        for (set, bit) in sets
+            .into_iter()
+            .zip([ready::READABLE, ready::WRITABLE, ready::ERROR])
+        {
+            // SAFETY: a non-null set is the caller's fd_set, filled by the kernel; fd < FD_SETSIZE.
+            if !set.is_null() && unsafe { libc::FD_ISSET(fd, set) } {
+                bits |= bit;
+            }
+        }
+        (fd, bits)
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    timeout: *mut libc::timeval,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for select.
+        return unsafe { real::select(nfds, rd, wr, ex, timeout) };
+    };
+    let timeout_ms = if timeout.is_null() {
+        -1
+    } else {
+        // SAFETY: a non-null timeout is the caller's valid timeval, read before the call.
+        let t = unsafe { &*timeout };
+        t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000
+    };
+    // SAFETY: as above.
+    let r = unsafe { real::select(nfds, rd, wr, ex, timeout) };
+    w.finish(Call::Select, r, timeout_ms, selected(nfds, [rd, wr, ex], r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    rd: *mut libc::fd_set,
+    wr: *mut libc::fd_set,
+    ex: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for pselect.
+        return unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) };
+    };
+    let timeout_ms = timespec_ms(timeout);
+    // SAFETY: as above.
+    let r = unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) };
+    w.finish(
+        Call::Pselect,
+        r,
+        timeout_ms,
+        selected(nfds, [rd, wr, ex], r),
+    );
+    r
+}
+
+/// The tracked sockets an epoll wait reported, through their registered data.
+fn epolled(events: *mut libc::epoll_event, r: c_int) -> impl Iterator<Item = (c_int, u8)> {
+    let n = if r > 0 && !events.is_null() {
+        r as usize
+    } else {
+        0
+    };
+    (0..n).filter_map(move |i| {
+        // SAFETY: the kernel filled the first r entries of the caller's array; epoll_event is
+        // packed on x86-64, so it is read unaligned.
+        let ev = unsafe { events.add(i).read_unaligned() };
+        let (mask, datum) = (ev.events, ev.u64);
+        fd_of(datum).map(|fd| (fd, epoll_bits(mask)))
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: c_int,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for epoll_wait.
+        return unsafe { real::epoll_wait(epfd, events, maxevents, timeout) };
+    };
+    // SAFETY: as above.
+    let r = unsafe { real::epoll_wait(epfd, events, maxevents, timeout) };
+    w.finish(Call::EpollWait, r, i64::from(timeout), epolled(events, r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: c_int,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for epoll_pwait.
+        return unsafe { real::epoll_pwait(epfd, events, maxevents, timeout, sigmask) };
+    };
+    // SAFETY: as above.
+    let r = unsafe { real::epoll_pwait(epfd, events, maxevents, timeout, sigmask) };
+    w.finish(Call::EpollPwait, r, i64::from(timeout), epolled(events, r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    let Some(w) = begin() else {
+        // SAFETY: the caller upholds libc's contract for epoll_pwait2 (glibc 2.35; without it
+        // the lookup fails and the program gets ENOSYS, as it would from glibc).
+        return unsafe { real::epoll_pwait2(epfd, events, maxevents, timeout, sigmask) };
+    };
+    let timeout_ms = timespec_ms(timeout);
+    // SAFETY: as above.
+    let r = unsafe { real::epoll_pwait2(epfd, events, maxevents, timeout, sigmask) };
+    w.finish(Call::EpollPwait2, r, timeout_ms, epolled(events, r));
+    r
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut libc::epoll_event,
+) -> c_int {
+    // SAFETY: the caller upholds libc's contract for epoll_ctl.
+    let r = unsafe { real::epoll_ctl(epfd, op, fd, event) };
+    if r == 0 && active() {
+        if let Some(_inside) = Inside::enter() {
+            let err = errno();
+            match op {
+                libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD if !event.is_null() => {
+                    // SAFETY: the caller's event, read by the kernel just now; packed: unaligned.
+                    let datum = unsafe { std::ptr::addr_of!((*event).u64).read_unaligned() };
+                    remember(fd, datum);
+                }
+                libc::EPOLL_CTL_DEL => forget(fd),
+                _ => {}
+            }
+            set_errno(err);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datum_that_is_the_fd_maps_back_without_the_table() {
+        remember(40, 40 | (0xdead << 32));
+        assert_eq!(fd_of(40 | (0xdead << 32)), Some(40));
+        forget(40);
+        assert_eq!(fd_of(40 | (0xdead << 32)), None);
+    }
+
+    #[test]
+    fn tokens_map_back_through_the_table_and_forget_with_their_fd() {
+        for (fd, token) in [(41, 7u64), (42, 8), (43, 1 << 40)] {
+            remember(fd, token);
+        }
+        assert_eq!(fd_of(7), Some(41));
+        assert_eq!(fd_of(8), Some(42));
+        assert_eq!(fd_of(1 << 40), Some(43));
+        // Re-registered with another token: the old one no longer maps.
+        remember(41, 9);
+        assert_eq!(fd_of(7), None);
+        assert_eq!(fd_of(9), Some(41));
+        forget(42);
+        assert_eq!(fd_of(8), None);
+    }
+}
