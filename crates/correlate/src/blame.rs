@@ -24,13 +24,29 @@ pub struct SocketCall {
     /// TCP stream offset of the first byte moved.
     pub offset: u64,
     pub peek: bool,
+    /// The socket was non-blocking (a read without a wait before it then says so).
+    pub nonblocking: bool,
     /// The pytest test (`PYTEST_CURRENT_TEST`) or `NETBLAME_TAG` the call was made under; shared.
     pub test: Option<std::sync::Arc<str>>,
     /// Open calls: the socket's addresses.
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
     pub tcp: bool,
+    /// The function called (`recv`, `accept4`, `epoll_wait`, ...): for an open, whether the
+    /// program accepted the connection; for a wait, which API it waited in.
+    pub api: &'static str,
+    /// Wait calls: what the wait reported of the socket (`READY_*` bits).
+    pub ready: u8,
 }
+
+/// A wait's report of a socket (the event log's bits): data to read.
+pub const READY_READ: u8 = 0x01;
+/// Room to write.
+pub const READY_WRITE: u8 = 0x02;
+/// The peer hung up.
+pub const READY_HANGUP: u8 = 0x04;
+/// An error is pending.
+pub const READY_ERROR: u8 = 0x08;
 
 /// The latest time a call may carry: 2^62 ns after the epoch (the year 2116), so that any two
 /// times, or a time and a duration, add and subtract without overflow.
@@ -67,6 +83,8 @@ pub enum CallKind {
     Recv,
     Send,
     Close,
+    /// A readiness wait (poll, select, epoll) that reported the socket.
+    Wait,
     Other,
 }
 
@@ -84,6 +102,8 @@ pub enum Verdict {
     NoData,
     /// The bytes read are not in the capture.
     NotCaptured,
+    /// A server waiting for its client's next request: not slow, just idle (`idle_ns`).
+    Idle,
 }
 
 impl Verdict {
@@ -97,6 +117,7 @@ impl Verdict {
             Verdict::Unaligned => "unaligned",
             Verdict::NoData => "no-data",
             Verdict::NotCaptured => "not-captured",
+            Verdict::Idle => "idle",
         }
     }
 }
@@ -111,7 +132,13 @@ pub struct ReadTiming {
     pub loss_delay_ns: i64,
     pub peer_wait_ns: i64,
     pub buffer_wait_ns: i64,
+    /// After a readiness wait: from the wait's return to the read's call (the program, or its
+    /// event loop, ran other work first). The program's time, with `buffer_wait_ns`.
+    pub dispatch_ns: i64,
     pub wakeup_ns: i64,
+    /// A server's wait for its client's next request (verdict `idle`): what would have been
+    /// peer wait, left out of every total.
+    pub idle_ns: i64,
     pub retransmitted_bytes: u64,
 }
 
@@ -136,9 +163,54 @@ impl ReadTiming {
             loss_delay_ns: loss_delay,
             peer_wait_ns: network_wait - loss_delay,
             buffer_wait_ns: (t_call - ready_first).max(0),
+            dispatch_ns: 0,
             wakeup_ns: (t_return - t_call.max(ready_last)).max(0),
+            idle_ns: 0,
             retransmitted_bytes: 0,
         }
+    }
+
+    /// Splits a read that followed a readiness wait over the window `[wait.call, t_return]`
+    /// (docs/timing-model.md, readiness waits): the wait ends when the first byte is there.
+    /// `first_sent` is the first capture of the first byte (its delivery is `ready_first`).
+    pub fn compute_after_wait(
+        wait: &WaitWindow,
+        t_call: i64,
+        t_return: i64,
+        ready_first: i64,
+        ready_last: i64,
+        first_sent: i64,
+    ) -> ReadTiming {
+        let until = wait.return_ns.min(ready_first);
+        let network_wait = (until - wait.call_ns).max(0);
+        let loss_delay = (until - wait.call_ns.max(first_sent)).clamp(0, network_wait);
+        ReadTiming {
+            ready_first_ns: Some(ready_first),
+            ready_last_ns: Some(ready_last),
+            ready_nominal_ns: Some(first_sent),
+            network_wait_ns: network_wait,
+            loss_delay_ns: loss_delay,
+            peer_wait_ns: network_wait - loss_delay,
+            buffer_wait_ns: (wait.call_ns - ready_first).max(0),
+            dispatch_ns: (t_call - wait.return_ns).max(0),
+            wakeup_ns: (wait.return_ns - wait.call_ns.max(ready_first)).max(0)
+                + (t_return - t_call),
+            idle_ns: 0,
+            retransmitted_bytes: 0,
+        }
+    }
+
+    /// The program's time: the data waited in the buffer, or the program was told and ran
+    /// other work first.
+    pub fn program_ns(&self) -> i64 {
+        self.buffer_wait_ns.saturating_add(self.dispatch_ns)
+    }
+
+    /// Moves the peer's part into `idle_ns`: a server waiting for the next request.
+    fn make_idle(&mut self) {
+        self.idle_ns = self.peer_wait_ns;
+        self.network_wait_ns -= self.peer_wait_ns;
+        self.peer_wait_ns = 0;
     }
 
     /// The largest cause, if it reaches `threshold_ns`.
@@ -146,7 +218,7 @@ impl ReadTiming {
         let causes = [
             (self.loss_delay_ns, Verdict::Loss),
             (self.peer_wait_ns, Verdict::PeerSlow),
-            (self.buffer_wait_ns, Verdict::AppLate),
+            (self.program_ns(), Verdict::AppLate),
             (self.wakeup_ns, Verdict::WakeupLate),
         ];
         let (ns, v) = causes
@@ -159,6 +231,16 @@ impl ReadTiming {
             Verdict::Ok
         }
     }
+}
+
+/// The readiness wait a read was timed over: the latest wait of its process that reported its
+/// socket, returned before the read was called, and after the previous read on it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitWindow {
+    /// The API (`poll`, `select`, `epoll_wait`, ...).
+    pub api: &'static str,
+    pub call_ns: i64,
+    pub return_ns: i64,
 }
 
 /// One read, joined to the capture.
@@ -182,6 +264,8 @@ pub struct ReadBlame {
     /// one was held (index in `Blame::sends`). A peer that looks slow may have been waiting for
     /// a request our own stack held back (Nagle, a zero window).
     pub request_held: Option<usize>,
+    /// The readiness wait the read was timed over, if it followed one.
+    pub wait: Option<WaitWindow>,
 }
 
 impl ReadBlame {
@@ -196,6 +280,7 @@ impl ReadBlame {
             segments: 0,
             response_ns: None,
             request_held: None,
+            wait: None,
         }
     }
 }
@@ -351,7 +436,7 @@ impl UdpMatch {
 }
 
 /// One recorded stream while its calls are joined, in call order.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct StreamState {
     joined: Option<Joined>,
     /// Position (in the stream's send direction) of the last byte of the latest send that no
@@ -361,6 +446,54 @@ struct StreamState {
     request_first_send: Option<usize>,
     /// Where the last lookups landed in the byte timelines: [the peer's direction, ours].
     hints: [usize; 2],
+    /// The program accepted this connection: it serves it.
+    accepted: bool,
+    /// No read has returned data since the open or since the program's last send: the next
+    /// read starts a new request (idle, on an accepted connection).
+    awaiting_request: bool,
+    /// Readiness waits that reported the socket readable and that no read has used yet.
+    waits: Vec<WaitWindow>,
+    /// When the last read on the socket returned.
+    last_read_return: i64,
+}
+
+/// Waits kept per socket for reads to come: more only pile up in a program that waits and
+/// never reads.
+const MAX_PENDING_WAITS: usize = 16;
+
+impl StreamState {
+    /// Notes a wait that reported the socket readable (or hung up, or in error).
+    fn waited(&mut self, c: &SocketCall) {
+        if c.ready & (READY_READ | READY_HANGUP | READY_ERROR) == 0 {
+            return;
+        }
+        if self.waits.len() == MAX_PENDING_WAITS {
+            self.waits.remove(0);
+        }
+        self.waits.push(WaitWindow {
+            api: c.api,
+            call_ns: c.t_call_ns,
+            return_ns: c.t_return_ns,
+        });
+    }
+
+    /// The wait a read called at `c` was timed over: the latest that returned before the read
+    /// was called and after the previous read returned. Waits that returned before the read
+    /// are used up either way.
+    fn wait_for(&mut self, c: &SocketCall) -> Option<WaitWindow> {
+        let after = self.last_read_return;
+        let mut best: Option<WaitWindow> = None;
+        self.waits.retain(|w| {
+            if w.return_ns > c.t_call_ns {
+                return true;
+            }
+            if w.return_ns > after && best.is_none_or(|b| w.return_ns > b.return_ns) {
+                best = Some(*w);
+            }
+            false
+        });
+        best
+    }
 }
 
 /// Joins `calls` to `analysis` and computes the timing of every read and send.
@@ -403,6 +536,8 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             (c.pid, c.stream),
             StreamState {
                 joined: entry,
+                accepted: c.api.starts_with("accept"),
+                awaiting_request: true,
                 ..StreamState::default()
             },
         );
@@ -419,16 +554,24 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
     out.sends.reserve_exact(count(CallKind::Send));
     let mut no_stream = StreamState::default();
     for (idx, c) in calls.iter().enumerate() {
-        let st = if c.kind == CallKind::Recv || c.kind == CallKind::Send {
+        let st = if matches!(c.kind, CallKind::Recv | CallKind::Send | CallKind::Wait) {
             streams.entry((c.pid, c.stream)).or_default()
         } else {
             &mut no_stream
         };
         let joined = st.joined;
+        let wait = if c.kind == CallKind::Recv {
+            let w = st.wait_for(c);
+            st.last_read_return = c.t_return_ns;
+            w
+        } else {
+            None
+        };
         match (c.kind, joined) {
+            (CallKind::Wait, _) => st.waited(c),
             (CallKind::Recv, Some(Joined::Udp(u))) => {
                 out.reads
-                    .push(udp_read(analysis, &mut udp[u], idx, c, threshold_ns));
+                    .push(udp_read(analysis, &mut udp[u], idx, c, wait, threshold_ns));
             }
             (CallKind::Send, Some(Joined::Udp(u))) => {
                 let found = (c.bytes >= 0)
@@ -442,8 +585,17 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 });
             }
             (CallKind::Recv, _) if c.tcp => {
-                let mut r = read_blame(analysis, idx, c, joined, threshold_ns, &mut st.hints[0]);
+                let mut r = read_blame(analysis, idx, c, joined, wait, &mut st.hints[0]);
+                if st.accepted && st.awaiting_request && r.timing.ready_first_ns.is_some() {
+                    r.timing.make_idle();
+                }
+                r.verdict = match r.timing.verdict(threshold_ns) {
+                    Verdict::Ok if r.timing.idle_ns > 0 => Verdict::Idle,
+                    v if r.timing.ready_first_ns.is_some() => v,
+                    _ => r.verdict,
+                };
                 if c.bytes > 0 && !c.peek {
+                    st.awaiting_request = false;
                     if let (Some(end), Some(Joined::Tcp { flow, peer_dir })) =
                         (st.unanswered_send_end.take(), joined)
                     {
@@ -460,6 +612,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             }
             (CallKind::Send, _) if c.tcp => {
                 if c.bytes > 0 {
+                    st.awaiting_request = true;
                     st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
                     st.request_first_send.get_or_insert(out.sends.len());
                 }
@@ -595,6 +748,7 @@ fn udp_read(
     m: &mut UdpMatch,
     idx: usize,
     c: &SocketCall,
+    wait: Option<WaitWindow>,
     threshold_ns: i64,
 ) -> ReadBlame {
     let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
@@ -607,18 +761,23 @@ fn udp_read(
     };
     r.flow_id = Some(analysis.flows[fi].id);
     r.segments = 1;
-    r.timing = ReadTiming::compute(c.t_call_ns, c.t_return_ns, ts, ts, ts);
+    r.wait = wait;
+    r.timing = match &wait {
+        Some(w) => ReadTiming::compute_after_wait(w, c.t_call_ns, c.t_return_ns, ts, ts, ts),
+        None => ReadTiming::compute(c.t_call_ns, c.t_return_ns, ts, ts, ts),
+    };
     r.verdict = r.timing.verdict(threshold_ns);
     r.causality_violation_ns = causality_violation(ts, c);
     r
 }
 
+/// A TCP read's timing; its verdict is the caller's to give (idle or not).
 fn read_blame(
     analysis: &Analysis,
     idx: usize,
     c: &SocketCall,
     joined: Option<Joined>,
-    threshold_ns: i64,
+    wait: Option<WaitWindow>,
     hint: &mut usize,
 ) -> ReadBlame {
     let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
@@ -641,7 +800,7 @@ fn read_blame(
     let spans = dir.timeline.spans();
     let first = dir.timeline.index_from(start, hint);
     let (mut ready_last, mut nominal, mut rexmit, mut covered) = (i64::MIN, i64::MIN, 0u64, 0i64);
-    let mut ready_first = None;
+    let (mut ready_first, mut first_sent) = (None, i64::MIN);
     for s in spans[first..].iter().take_while(|s| s.start < end) {
         let overlap = s.end.min(end) - s.start.max(start);
         if overlap <= 0 {
@@ -649,6 +808,7 @@ fn read_blame(
         }
         if s.start <= start {
             ready_first = Some(s.delivered_ns);
+            first_sent = s.first_sent_ns;
         }
         covered += overlap;
         r.segments += 1;
@@ -662,9 +822,19 @@ fn read_blame(
         r.verdict = Verdict::NotCaptured;
         return r;
     };
-    r.timing = ReadTiming::compute(c.t_call_ns, c.t_return_ns, ready_first, ready_last, nominal);
+    r.wait = wait;
+    r.timing = match &wait {
+        Some(w) => ReadTiming::compute_after_wait(
+            w,
+            c.t_call_ns,
+            c.t_return_ns,
+            ready_first,
+            ready_last,
+            first_sent,
+        ),
+        None => ReadTiming::compute(c.t_call_ns, c.t_return_ns, ready_first, ready_last, nominal),
+    };
     r.timing.retransmitted_bytes = rexmit;
-    r.verdict = r.timing.verdict(threshold_ns);
     r.causality_violation_ns = causality_violation(ready_first, c);
     r
 }

@@ -29,8 +29,14 @@ pub struct Totals {
     pub loss_delay_ns: i64,
     pub peer_wait_ns: i64,
     pub buffer_wait_ns: i64,
+    /// After readiness waits: the program's event loop ran other work first.
+    pub dispatch_ns: i64,
     pub wakeup_ns: i64,
     pub retransmitted_bytes: u64,
+    /// Reads of a server waiting for the next request (verdict `idle`), and that wait: left
+    /// out of every sum above.
+    pub idle_reads: u64,
+    pub idle_ns: i64,
     pub sends: u64,
     pub send_bytes: u64,
     pub send_blocked_ns: i64,
@@ -48,6 +54,11 @@ impl Totals {
         if r.verdict == Verdict::NoData {
             return;
         }
+        if r.verdict == Verdict::Idle {
+            self.idle_reads += 1;
+            self.idle_ns = self.idle_ns.saturating_add(r.timing.idle_ns);
+            return;
+        }
         self.reads += 1;
         self.read_bytes = self.read_bytes.saturating_add(c.bytes.max(0) as u64);
         self.read_time_ns = self
@@ -57,6 +68,7 @@ impl Totals {
         self.loss_delay_ns = self.loss_delay_ns.saturating_add(t.loss_delay_ns);
         self.peer_wait_ns = self.peer_wait_ns.saturating_add(t.peer_wait_ns);
         self.buffer_wait_ns = self.buffer_wait_ns.saturating_add(t.buffer_wait_ns);
+        self.dispatch_ns = self.dispatch_ns.saturating_add(t.dispatch_ns);
         self.wakeup_ns = self.wakeup_ns.saturating_add(t.wakeup_ns);
         self.retransmitted_bytes = self
             .retransmitted_bytes
@@ -65,7 +77,7 @@ impl Totals {
         let cost = match r.verdict {
             Verdict::Loss => t.loss_delay_ns,
             Verdict::PeerSlow => t.peer_wait_ns,
-            Verdict::AppLate => t.buffer_wait_ns,
+            Verdict::AppLate => t.program_ns(),
             Verdict::WakeupLate => t.wakeup_ns,
             _ => 0,
         };
@@ -93,7 +105,10 @@ impl Totals {
         self.loss_delay_ns = self.loss_delay_ns.saturating_add(o.loss_delay_ns);
         self.peer_wait_ns = self.peer_wait_ns.saturating_add(o.peer_wait_ns);
         self.buffer_wait_ns = self.buffer_wait_ns.saturating_add(o.buffer_wait_ns);
+        self.dispatch_ns = self.dispatch_ns.saturating_add(o.dispatch_ns);
         self.wakeup_ns = self.wakeup_ns.saturating_add(o.wakeup_ns);
+        self.idle_reads += o.idle_reads;
+        self.idle_ns = self.idle_ns.saturating_add(o.idle_ns);
         self.retransmitted_bytes = self
             .retransmitted_bytes
             .saturating_add(o.retransmitted_bytes);
@@ -120,8 +135,13 @@ impl Totals {
     pub fn blamed_ns(&self) -> i64 {
         self.loss_delay_ns
             .saturating_add(self.peer_wait_ns)
-            .saturating_add(self.buffer_wait_ns)
+            .saturating_add(self.program_ns())
             .saturating_add(self.wakeup_ns)
+    }
+
+    /// The program's time: data that waited in the buffer, and dispatch after waits.
+    pub fn program_ns(&self) -> i64 {
+        self.buffer_wait_ns.saturating_add(self.dispatch_ns)
     }
 
     pub fn worst_verdict(&self) -> Option<Verdict> {
@@ -230,6 +250,9 @@ mod tests {
             local: None,
             peer: None,
             tcp: true,
+            nonblocking: false,
+            api: "recv",
+            ready: 0,
         };
         let read = |verdict, peer_wait_ns| ReadBlame {
             verdict,

@@ -524,6 +524,9 @@ mod join {
             local: None,
             peer: None,
             tcp: true,
+            nonblocking: false,
+            api: "recv",
+            ready: 0,
         }
     }
 

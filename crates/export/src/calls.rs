@@ -86,7 +86,28 @@ pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             i64,
             r.iter().map(|b| b.timing.buffer_wait_ns)
         ),
+        col!("dispatch_ns", i64, r.iter().map(|b| b.timing.dispatch_ns)),
         col!("wakeup_ns", i64, r.iter().map(|b| b.timing.wakeup_ns)),
+        col!("idle_ns", i64, r.iter().map(|b| b.timing.idle_ns)),
+        col!(
+            "wait_api",
+            Option<&str>,
+            r.iter().map(|b| match b.wait {
+                Some(w) => Some(w.api),
+                None if calls[b.call].nonblocking => Some("none"),
+                None => None,
+            })
+        ),
+        col!(
+            "wait_call_ns",
+            Option<i64>,
+            r.iter().map(|b| b.wait.map(|w| w.call_ns))
+        ),
+        col!(
+            "wait_return_ns",
+            Option<i64>,
+            r.iter().map(|b| b.wait.map(|w| w.return_ns))
+        ),
         col!(
             "retransmitted_bytes",
             u64,
@@ -151,7 +172,10 @@ pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
         col!("loss_delay_ns", i64, g().map(|(_, x)| x.loss_delay_ns)),
         col!("peer_wait_ns", i64, g().map(|(_, x)| x.peer_wait_ns)),
         col!("buffer_wait_ns", i64, g().map(|(_, x)| x.buffer_wait_ns)),
+        col!("dispatch_ns", i64, g().map(|(_, x)| x.dispatch_ns)),
         col!("wakeup_ns", i64, g().map(|(_, x)| x.wakeup_ns)),
+        col!("idle_reads", u64, g().map(|(_, x)| x.idle_reads)),
+        col!("idle_ns", i64, g().map(|(_, x)| x.idle_ns)),
         col!(
             "retransmitted_bytes",
             u64,

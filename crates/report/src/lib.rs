@@ -51,6 +51,7 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                     Kind::Recv => CallKind::Recv,
                     Kind::Send => CallKind::Send,
                     Kind::Close => CallKind::Close,
+                    Kind::Wait => CallKind::Wait,
                     _ => CallKind::Other,
                 },
                 pid: e.pid,
@@ -65,6 +66,9 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                 test: e.test,
                 local: e.local,
                 peer: e.peer,
+                nonblocking: e.nonblocking,
+                api: e.call.as_str(),
+                ready: e.ready,
             }
             .checked()
         })
@@ -104,12 +108,7 @@ fn causes(loss: i64, peer: i64, program: i64, wakeup: i64) -> String {
 }
 
 fn breakdown(t: &Totals) -> String {
-    causes(
-        t.loss_delay_ns,
-        t.peer_wait_ns,
-        t.buffer_wait_ns,
-        t.wakeup_ns,
-    )
+    causes(t.loss_delay_ns, t.peer_wait_ns, t.program_ns(), t.wakeup_ns)
 }
 
 fn worst(t: &Totals) -> &'static str {
@@ -150,10 +149,7 @@ pub fn write_text(
     for (label, v) in [
         ("loss (waiting on retransmissions)", all.loss_delay_ns),
         ("peer (data not sent yet, or in flight)", all.peer_wait_ns),
-        (
-            "program (data waited in the socket buffer)",
-            all.buffer_wait_ns,
-        ),
+        ("program (data waited for the program)", all.program_ns()),
         ("wakeup (kernel and scheduler)", all.wakeup_ns),
     ] {
         writeln!(
@@ -169,6 +165,23 @@ pub fn write_text(
         .map(|(v, n)| format!("{} {n}", v.as_str()))
         .collect();
     writeln!(out, "  verdicts: {}", counts.join(", "))?;
+    if all.dispatch_ns > 0 {
+        writeln!(
+            out,
+            "  of the program's time, {} was dispatch: the socket was reported ready, and the \
+             program (its event loop) ran other work before reading",
+            duration(all.dispatch_ns)
+        )?;
+    }
+    if all.idle_reads > 0 {
+        writeln!(
+            out,
+            "  idle: {} reads of a server waiting {} in all for its clients' next requests \
+             (not counted above)",
+            all.idle_reads,
+            duration(all.idle_ns)
+        )?;
+    }
     slowest_reads(out, calls, b)?;
     held_sends(out, calls, b, threshold_ms)?;
 
@@ -302,14 +315,11 @@ fn lost_calls(out: &mut impl Write, lost: &[LostCalls]) -> io::Result<()> {
 /// The ten reads that cost the program most (time in the call plus time the data waited for
 /// it), with their breakdown and the packets behind them.
 fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-    let cost = |r: &ReadBlame| {
-        let c = &calls[r.call];
-        (c.t_return_ns - c.t_call_ns) + r.timing.buffer_wait_ns
-    };
+    let cost = |r: &ReadBlame| window(&calls[r.call], r) + r.timing.buffer_wait_ns;
     let mut slow: Vec<&ReadBlame> = b
         .reads
         .iter()
-        .filter(|r| r.verdict != Verdict::NoData)
+        .filter(|r| !matches!(r.verdict, Verdict::NoData | Verdict::Idle))
         .collect();
     let top = slow.len().min(10);
     if top > 0 && top < slow.len() {
@@ -322,7 +332,8 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
     }
     writeln!(
         out,
-        "\nslowest reads (time in the call, + time the data waited before it):"
+        "\nslowest reads (time in the call, or from the wait before it, + time the data waited \
+         before that):"
     )?;
     for r in slow {
         let c = &calls[r.call];
@@ -331,7 +342,7 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         writeln!(
             out,
             "  {:>9} +{:>9}  {:<12} flow {} pid {} fd {}: {} at offset {}{}",
-            duration(c.t_return_ns - c.t_call_ns),
+            duration(window(c, r)),
             duration(t.buffer_wait_ns),
             r.verdict.as_str(),
             r.flow_id.map_or("-".into(), |f| f.to_string()),
@@ -370,18 +381,27 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
                 held.held_by.map_or("-", |h| h.as_str())
             );
         }
+        let waited = r.wait.map_or(String::new(), |w| {
+            format!(
+                "; waited {} in {}, then {} before the read (dispatch)",
+                duration(w.return_ns - w.call_ns),
+                w.api,
+                duration(t.dispatch_ns)
+            )
+        });
         writeln!(
             out,
-            "      {}; {packets}",
-            causes(
-                t.loss_delay_ns,
-                t.peer_wait_ns,
-                t.buffer_wait_ns,
-                t.wakeup_ns
-            ),
+            "      {}; {packets}{waited}",
+            causes(t.loss_delay_ns, t.peer_wait_ns, t.program_ns(), t.wakeup_ns),
         )?;
     }
     Ok(())
+}
+
+/// A read's time as the program lived it: from its wait's call when it had one, else from its
+/// own call, to its return.
+fn window(c: &SocketCall, r: &ReadBlame) -> i64 {
+    c.t_return_ns - r.wait.map_or(c.t_call_ns, |w| w.call_ns)
 }
 
 /// Sends whose bytes waited in the kernel at least the threshold before going on the wire.
