@@ -233,12 +233,13 @@ impl ReadTiming {
     }
 }
 
-/// The readiness wait a read was timed over: the latest wait of its process that reported its
-/// socket, returned before the read was called, and after the previous read on it returned.
+/// The readiness wait a read was timed over: the first wait of its process that reported its
+/// socket after the previous read on it returned, and before the read was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitWindow {
     /// The API (`poll`, `select`, `epoll_wait`, ...).
     pub api: &'static str,
+    /// The wait's call, or the program's last send on the socket if that came later.
     pub call_ns: i64,
     pub return_ns: i64,
 }
@@ -455,6 +456,8 @@ struct StreamState {
     waits: Vec<WaitWindow>,
     /// When the last read on the socket returned.
     last_read_return: i64,
+    /// When the last send of data on the socket returned.
+    last_send_return: i64,
 }
 
 /// Waits kept per socket for reads to come: more only pile up in a program that waits and
@@ -477,22 +480,29 @@ impl StreamState {
         });
     }
 
-    /// The wait a read called at `c` was timed over: the latest that returned before the read
-    /// was called and after the previous read returned. Waits that returned before the read
-    /// are used up either way.
+    /// The wait a read called at `c` was timed over: of the waits that reported the socket
+    /// after the previous read returned and before this one was called, the first (when the
+    /// program was first told; what it did after is dispatch). A wait begun before the
+    /// program's last send on the socket counts from that send: it was not waiting for an
+    /// answer before it asked. Waits that returned before the read are used up either way.
     fn wait_for(&mut self, c: &SocketCall) -> Option<WaitWindow> {
         let after = self.last_read_return;
-        let mut best: Option<WaitWindow> = None;
+        let mut first: Option<WaitWindow> = None;
         self.waits.retain(|w| {
             if w.return_ns > c.t_call_ns {
                 return true;
             }
-            if w.return_ns > after && best.is_none_or(|b| w.return_ns > b.return_ns) {
-                best = Some(*w);
+            if w.return_ns > after && first.is_none_or(|f| w.return_ns < f.return_ns) {
+                first = Some(*w);
             }
             false
         });
-        best
+        first.map(|mut w| {
+            if self.last_send_return < w.return_ns {
+                w.call_ns = w.call_ns.max(self.last_send_return);
+            }
+            w
+        })
     }
 }
 
@@ -574,6 +584,9 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                     .push(udp_read(analysis, &mut udp[u], idx, c, wait, threshold_ns));
             }
             (CallKind::Send, Some(Joined::Udp(u))) => {
+                if c.bytes > 0 {
+                    st.last_send_return = c.t_return_ns;
+                }
                 let found = (c.bytes >= 0)
                     .then(|| udp[u].take(false, c.bytes))
                     .flatten();
@@ -586,14 +599,18 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             }
             (CallKind::Recv, _) if c.tcp => {
                 let mut r = read_blame(analysis, idx, c, joined, wait, &mut st.hints[0]);
-                if st.accepted && st.awaiting_request && r.timing.ready_first_ns.is_some() {
-                    r.timing.make_idle();
+                if r.timing.ready_first_ns.is_some() {
+                    // A server's read of the next request waited on its client's pace: idle,
+                    // unless loss, the program or the wakeup cost more than the threshold.
+                    let idle = st.accepted && st.awaiting_request;
+                    if idle {
+                        r.timing.make_idle();
+                    }
+                    r.verdict = match r.timing.verdict(threshold_ns) {
+                        Verdict::Ok if idle => Verdict::Idle,
+                        v => v,
+                    };
                 }
-                r.verdict = match r.timing.verdict(threshold_ns) {
-                    Verdict::Ok if r.timing.idle_ns > 0 => Verdict::Idle,
-                    v if r.timing.ready_first_ns.is_some() => v,
-                    _ => r.verdict,
-                };
                 if c.bytes > 0 && !c.peek {
                     st.awaiting_request = false;
                     if let (Some(end), Some(Joined::Tcp { flow, peer_dir })) =
@@ -613,6 +630,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             (CallKind::Send, _) if c.tcp => {
                 if c.bytes > 0 {
                     st.awaiting_request = true;
+                    st.last_send_return = c.t_return_ns;
                     st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
                     st.request_first_send.get_or_insert(out.sends.len());
                 }
@@ -752,6 +770,7 @@ fn udp_read(
     threshold_ns: i64,
 ) -> ReadBlame {
     let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
+    r.wait = wait;
     if c.bytes < 0 || c.peek {
         return r;
     }
@@ -761,7 +780,6 @@ fn udp_read(
     };
     r.flow_id = Some(analysis.flows[fi].id);
     r.segments = 1;
-    r.wait = wait;
     r.timing = match &wait {
         Some(w) => ReadTiming::compute_after_wait(w, c.t_call_ns, c.t_return_ns, ts, ts, ts),
         None => ReadTiming::compute(c.t_call_ns, c.t_return_ns, ts, ts, ts),
@@ -781,6 +799,7 @@ fn read_blame(
     hint: &mut usize,
 ) -> ReadBlame {
     let mut r = ReadBlame::unjoined(idx, Verdict::NoData);
+    r.wait = wait;
     let Some(Joined::Tcp { flow, peer_dir }) = joined else {
         r.verdict = Verdict::NotCaptured;
         return r;
@@ -822,7 +841,6 @@ fn read_blame(
         r.verdict = Verdict::NotCaptured;
         return r;
     };
-    r.wait = wait;
     r.timing = match &wait {
         Some(w) => ReadTiming::compute_after_wait(
             w,

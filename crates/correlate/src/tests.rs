@@ -567,6 +567,131 @@ mod join {
         assert_eq!(b.sends[0].held_by, None);
     }
 
+    /// A readiness wait on `tcp_open()`'s socket that reported it readable.
+    fn wait(t_call: i64, t_return: i64) -> SocketCall {
+        let mut c = call(CallKind::Wait, t_call, t_return, 1, 0);
+        c.api = "epoll_wait";
+        c.ready = crate::blame::READY_READ;
+        c
+    }
+
+    /// Request at 4 ms, answer captured at 6 ms (2 ms of server time).
+    fn request_and_answer() -> Analysis {
+        let mut t = Trace::new();
+        t.handshake() // 1..3 ms
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms: request
+            .pkt(false, 5001, 1011, F::ACK, 0) // 5 ms
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 100) // 6 ms: answer
+            .pkt(true, 1011, 5101, F::ACK, 0); // 7 ms
+        t.done()
+    }
+
+    #[test]
+    fn a_read_after_a_wait_is_timed_over_the_wait() {
+        // epoll_wait from 3.96 ms to 6.01 ms; the read at 6.02 ms takes 5 µs.
+        let a = request_and_answer();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            wait(T0 + 3_960_000, T0 + 6_010_000),
+            call(CallKind::Recv, T0 + 6_020_000, T0 + 6_025_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        let r = &b.reads[0];
+        let w = r.wait.expect("timed over its wait");
+        assert_eq!(
+            (w.api, w.call_ns, w.return_ns),
+            ("epoll_wait", T0 + 3_960_000, T0 + 6_010_000)
+        );
+        assert_eq!(r.timing.peer_wait_ns, 6 * MS - 3_960_000);
+        assert_eq!(r.timing.dispatch_ns, 10_000);
+        assert_eq!(r.timing.wakeup_ns, 10_000 + 5_000);
+        assert_eq!(r.timing.buffer_wait_ns, 0);
+        assert_eq!(r.verdict, Verdict::PeerSlow);
+    }
+
+    #[test]
+    fn a_busy_event_loop_is_the_programs_time() {
+        // The wait returns at 6.01 ms, but the loop runs a 150 ms callback before reading.
+        let a = request_and_answer();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            wait(T0 + 5_990_000, T0 + 6_010_000),
+            call(CallKind::Recv, T0 + 156_010_000, T0 + 156_015_000, 100, 0),
+        ];
+        let r = &blame(&a, &calls, MS).reads[0];
+        assert_eq!(r.timing.dispatch_ns, 150 * MS);
+        assert_eq!(r.timing.program_ns(), 150 * MS);
+        assert_eq!(r.verdict, Verdict::AppLate);
+    }
+
+    #[test]
+    fn data_there_before_the_wait_began_is_buffer_wait() {
+        let a = request_and_answer();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            wait(T0 + 106 * MS, T0 + 106 * MS + 1_000),
+            call(
+                CallKind::Recv,
+                T0 + 106 * MS + 2_000,
+                T0 + 106 * MS + 3_000,
+                100,
+                0,
+            ),
+        ];
+        let r = &blame(&a, &calls, MS).reads[0];
+        assert_eq!(r.timing.buffer_wait_ns, 100 * MS);
+        assert_eq!(r.timing.network_wait_ns, 0);
+        assert_eq!(r.verdict, Verdict::AppLate);
+    }
+
+    #[test]
+    fn a_wait_before_the_previous_read_returned_is_not_this_reads() {
+        let a = request_and_answer();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            wait(T0 + 3_960_000, T0 + 3_970_000),
+            call(CallKind::Recv, T0 + 3_980_000, T0 + 3_990_000, -1, 0), // EAGAIN
+            call(CallKind::Recv, T0 + 6_020_000, T0 + 6_025_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert!(b.reads[0].wait.is_some());
+        assert_eq!(
+            b.reads[1].wait, None,
+            "the wait was used by the read before"
+        );
+        assert_eq!(b.reads[1].timing.buffer_wait_ns, 20_000);
+    }
+
+    #[test]
+    fn a_servers_read_of_the_next_request_is_idle() {
+        // Endpoint a accepted the connection: the request it reads at 4 ms starts a request.
+        let mut t = Trace::new();
+        t.handshake()
+            .pkt(false, 5001, 1001, F::ACK | F::PSH, 10) // 4 ms: b's request
+            .pkt(true, 1001, 5011, F::ACK | F::PSH, 100); // 5 ms: a's answer
+        let a = t.done();
+        let mut open = tcp_open();
+        open.api = "accept4";
+        let calls = [
+            open,
+            call(CallKind::Recv, T0 + 3_100_000, T0 + 4_010_000, 10, 0),
+            call(CallKind::Send, T0 + 4_900_000, T0 + 4_950_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        let r = &b.reads[0];
+        assert_eq!(r.verdict, Verdict::Idle);
+        assert_eq!((r.timing.idle_ns, r.timing.peer_wait_ns), (900_000, 0));
+        let totals = crate::summary::overall(&calls, &b);
+        assert_eq!(
+            (totals.reads, totals.idle_reads, totals.blamed_ns()),
+            (0, 1, 0)
+        );
+    }
+
     #[test]
     fn nagle_holds_a_small_write_while_a_small_segment_is_unacknowledged() {
         let mut t = Trace::new();

@@ -91,6 +91,9 @@ impl Io {
         r.result = result;
         r.errno = if result < 0 { err } else { 0 };
         r.offset = fds::advance(self.fd, kind == Kind::Recv, moved);
+        if kind == Kind::Recv && result > 0 && !peek {
+            crate::waits::read_returned_data(self.fd);
+        }
         log::append(&r);
     }
 }

@@ -13,7 +13,7 @@
 //! one only.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
 use libc::{c_int, size_t};
 use netblame_instrument::record::{ready, Call, Kind};
@@ -30,6 +30,21 @@ const TOKENS: usize = 1 << 14;
 const PROBES: usize = 32;
 static TOKEN_KEY: [AtomicU64; TOKENS] = [const { AtomicU64::new(0) }; TOKENS];
 static TOKEN_FD: [AtomicI32; TOKENS] = [const { AtomicI32::new(0) }; TOKENS];
+
+/// Since when (CLOCK_REALTIME ns, 0: not) a poll or select has asked for each socket's data
+/// without it coming: a program that polls with a timeout (curl) waits in several calls, and
+/// only the last reports the socket. The report carries the first call's time.
+static WAITING_SINCE: [AtomicI64; fds::MAX_FDS] = [const { AtomicI64::new(0) }; fds::MAX_FDS];
+
+/// A read returned data: the program no longer waits for what came before.
+#[inline]
+pub fn read_returned_data(fd: c_int) {
+    if let Some(i) = slot(fd) {
+        if WAITING_SINCE[i].load(Ordering::Relaxed) != 0 {
+            WAITING_SINCE[i].store(0, Ordering::Relaxed);
+        }
+    }
+}
 
 fn slot(fd: c_int) -> Option<usize> {
     usize::try_from(fd).ok().filter(|&i| i < fds::MAX_FDS)
@@ -124,30 +139,52 @@ fn begin() -> Option<Wait> {
 }
 
 impl Wait {
-    /// Writes one event per tracked socket in `reported` (fd, ready bits) after a wait that
-    /// returned `result` and waited at most `timeout_ms` (-1: no limit).
+    /// Writes one event per tracked socket in `reported` (fd, what the wait reported of it,
+    /// whether the program asked for its data) after a wait that returned `result` and waited
+    /// at most `timeout_ms` (-1: no limit).
     fn finish(
         self,
         call: Call,
         result: c_int,
         timeout_ms: i64,
-        reported: impl Iterator<Item = (c_int, u8)>,
+        reported: impl Iterator<Item = (c_int, u8, bool)>,
     ) {
         let t_return = crate::realtime_ns();
         let err = errno();
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            for (fd, bits) in reported {
-                if bits == 0 {
+            for (fd, bits, wants_read) in reported {
+                if bits == 0 && !wants_read {
                     continue;
                 }
                 let Some(mut state) = fds::lookup(fd) else {
                     continue;
                 };
+                let since = slot(fd).map(|i| &WAITING_SINCE[i]);
+                let mut t_call = self.t_call;
+                if bits & (ready::READABLE | ready::HANGUP | ready::ERROR) != 0 {
+                    if let Some(first) = since.map(|s| s.swap(0, Ordering::Relaxed)) {
+                        if first != 0 {
+                            t_call = t_call.min(first);
+                        }
+                    }
+                } else if wants_read {
+                    if let Some(s) = since {
+                        let _ = s.compare_exchange(
+                            0,
+                            self.t_call,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                }
+                if bits == 0 {
+                    continue;
+                }
                 if state & fds::OPENED == 0 {
                     record_open(fd, state, Call::Unknown, None);
                     state |= fds::OPENED;
                 }
-                let mut r = base_record(Kind::Wait, call, fd, state, self.t_call, t_return);
+                let mut r = base_record(Kind::Wait, call, fd, state, t_call, t_return);
                 r.ready = bits;
                 r.result = i64::from(result);
                 r.requested = timeout_ms as u64;
@@ -202,19 +239,22 @@ fn timespec_ms(t: *const libc::timespec) -> i64 {
     t.tv_sec.saturating_mul(1000) + t.tv_nsec / 1_000_000
 }
 
-/// The tracked sockets a poll reported.
+/// What a poll reported of each fd, and whether the program asked for its data.
 fn polled(
     fds: *mut libc::pollfd,
     nfds: libc::nfds_t,
     r: c_int,
-) -> impl Iterator<Item = (c_int, u8)> {
-    let list: &[libc::pollfd] = if r > 0 && !fds.is_null() {
-        // SAFETY: the caller passed nfds valid pollfds, which the kernel just filled.
-        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
-    } else {
+) -> impl Iterator<Item = (c_int, u8, bool)> {
+    let list: &[libc::pollfd] = if fds.is_null() {
         &[]
+    } else {
+        // SAFETY: the caller passed nfds valid pollfds (filled by the kernel when r > 0).
+        unsafe { std::slice::from_raw_parts(fds, nfds as usize) }
     };
-    list.iter().map(|p| (p.fd, poll_bits(p.revents)))
+    list.iter().map(move |p| {
+        let bits = if r > 0 { poll_bits(p.revents) } else { 0 };
+        (p.fd, bits, p.events & libc::POLLIN != 0)
+    })
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -283,29 +323,38 @@ pub unsafe extern "C" fn __ppoll_chk(
     r
 }
 
-/// The tracked sockets a select reported: fds below `nfds` (and FD_SETSIZE) set in a result set.
+/// The read set a select was given (it overwrites it with its answer).
+fn read_interest(rd: *const libc::fd_set) -> Option<libc::fd_set> {
+    // SAFETY: a non-null set is the caller's valid fd_set; fd_set is plain data.
+    (!rd.is_null()).then(|| unsafe { *rd })
+}
+
+/// What a select reported of each fd below `nfds` (and FD_SETSIZE), and whether the program
+/// asked for its data.
 fn selected(
     nfds: c_int,
     sets: [*mut libc::fd_set; 3],
+    asked: Option<libc::fd_set>,
     r: c_int,
-) -> impl Iterator<Item = (c_int, u8)> {
-    let n = if r > 0 {
-        nfds.clamp(0, libc::FD_SETSIZE as c_int)
-    } else {
-        0
-    };
+) -> impl Iterator<Item = (c_int, u8, bool)> {
+    let n = nfds.clamp(0, libc::FD_SETSIZE as c_int);
+    let kinds = [ready::READABLE, ready::WRITABLE, ready::ERROR];
     (0..n).map(move |fd| {
         let mut bits = 0;
-        for (set, bit) in sets
-            .into_iter()
-            .zip([ready::READABLE, ready::WRITABLE, ready::ERROR])
-        {
-            // SAFETY: a non-null set is the caller's fd_set, filled by the kernel; fd < FD_SETSIZE.
-            if !set.is_null() && unsafe { libc::FD_ISSET(fd, set) } {
-                bits |= bit;
+        if r > 0 {
+            for (set, bit) in sets.into_iter().zip(kinds) {
+                // SAFETY: a non-null set is the caller's fd_set, filled by the kernel;
+                // fd < FD_SETSIZE.
+                if !set.is_null() && unsafe { libc::FD_ISSET(fd, set) } {
+                    bits |= bit;
+                }
             }
         }
-        (fd, bits)
+        // SAFETY: fd < FD_SETSIZE.
+        let wants_read = asked
+            .as_ref()
+            .is_some_and(|s| unsafe { libc::FD_ISSET(fd, s) });
+        (fd, bits, wants_read)
     })
 }
 
@@ -328,9 +377,15 @@ pub unsafe extern "C" fn select(
         let t = unsafe { &*timeout };
         t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000
     };
+    let asked = read_interest(rd);
     // SAFETY: as above.
     let r = unsafe { real::select(nfds, rd, wr, ex, timeout) };
-    w.finish(Call::Select, r, timeout_ms, selected(nfds, [rd, wr, ex], r));
+    w.finish(
+        Call::Select,
+        r,
+        timeout_ms,
+        selected(nfds, [rd, wr, ex], asked, r),
+    );
     r
 }
 
@@ -348,19 +403,21 @@ pub unsafe extern "C" fn pselect(
         return unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) };
     };
     let timeout_ms = timespec_ms(timeout);
+    let asked = read_interest(rd);
     // SAFETY: as above.
     let r = unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) };
     w.finish(
         Call::Pselect,
         r,
         timeout_ms,
-        selected(nfds, [rd, wr, ex], r),
+        selected(nfds, [rd, wr, ex], asked, r),
     );
     r
 }
 
-/// The tracked sockets an epoll wait reported, through their registered data.
-fn epolled(events: *mut libc::epoll_event, r: c_int) -> impl Iterator<Item = (c_int, u8)> {
+/// The tracked sockets an epoll wait reported, through their registered data. (epoll's
+/// interest set is in the kernel: a wait that did not report a socket says nothing of it.)
+fn epolled(events: *mut libc::epoll_event, r: c_int) -> impl Iterator<Item = (c_int, u8, bool)> {
     let n = if r > 0 && !events.is_null() {
         r as usize
     } else {
@@ -371,7 +428,7 @@ fn epolled(events: *mut libc::epoll_event, r: c_int) -> impl Iterator<Item = (c_
         // packed on x86-64, so it is read unaligned.
         let ev = unsafe { events.add(i).read_unaligned() };
         let (mask, datum) = (ev.events, ev.u64);
-        fd_of(datum).map(|fd| (fd, epoll_bits(mask)))
+        fd_of(datum).map(|fd| (fd, epoll_bits(mask), false))
     })
 }
 

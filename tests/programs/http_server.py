@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""A small HTTP/1.1 server with known delays, for the event-loop tests.
+
+GET /slow answers after THINK_MS; GET /fast at once. Every answer closes its connection.
+nftables can drop an answer once (see tests/test_event_loops.py). Writes its pid to PIDFILE
+and serves until killed.
+
+Usage: http_server.py PORT THINK_MS PIDFILE
+"""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+port, think, pidfile = int(sys.argv[1]), float(sys.argv[2]) / 1000, sys.argv[3]
+BODY = b"x" * 2000
+
+
+def serve(conn):
+    with conn:
+        req = b""
+        while b"\r\n\r\n" not in req:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            req += chunk
+        if req.startswith(b"GET /slow"):
+            time.sleep(think)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n" % len(BODY) + BODY)
+
+
+srv = socket.create_server(("127.0.0.1", port), backlog=64)
+with open(pidfile + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(pidfile + ".tmp", pidfile)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()

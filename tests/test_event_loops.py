@@ -1,0 +1,164 @@
+"""Programs that wait in poll, select or epoll, not in recv (docs/timing-model.md, readiness
+waits): real runtimes against a local HTTP server that thinks 200 ms, each run under
+`netblame run` in a private network namespace. The server runs in the same run: its reads of the
+next request are `idle`."""
+
+import csv
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, need_tool, netblame_path
+
+SERVER = ROOT / "tests" / "programs" / "http_server.py"
+MS = 1_000_000
+PORT = 8321
+THINK_MS = 200
+
+PY_TIMEOUT = f"""
+import socket
+s = socket.create_connection(("127.0.0.1", {PORT}), timeout=5)
+s.sendall(b"GET /slow HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+assert data.startswith(b"HTTP/1.1 200"), data[:40]
+"""
+
+PY_SELECTORS_BUSY = f"""
+import selectors, socket, time
+sel = selectors.DefaultSelector()
+s = socket.create_connection(("127.0.0.1", {PORT}))
+s.sendall(b"GET /fast HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+s.setblocking(False)
+sel.register(s, selectors.EVENT_READ)
+data = b""
+while not data.endswith(b"x" * 10):
+    sel.select()
+    if not data:
+        time.sleep(0.150)   # told the answer is there, the program does other work first
+    data += s.recv(65536)
+"""
+
+PY_ASYNCIO = f"""
+import asyncio
+async def main():
+    r, w = await asyncio.open_connection("127.0.0.1", {PORT})
+    w.write(b"GET /slow HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    await w.drain()
+    data = await r.read()
+    assert data.startswith(b"HTTP/1.1 200"), data[:40]
+    w.close()
+asyncio.run(main())
+"""
+
+NODE = f"""
+const http = require("http");
+http.get({{host: "127.0.0.1", port: {PORT}, path: "/slow", agent: false}}, res => {{
+  res.resume();
+  res.on("end", () => process.exit(res.statusCode === 200 ? 0 : 1));
+}}).on("error", e => {{ console.error(e); process.exit(1); }});
+"""
+
+JAVA = f"""
+import java.net.URI;
+import java.net.http.*;
+public class Get {{
+    public static void main(String[] a) throws Exception {{
+        HttpClient c = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        HttpResponse<String> r = c.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:{PORT}/slow")).build(),
+                                        HttpResponse.BodyHandlers.ofString());
+        System.exit(r.statusCode() == 200 ? 0 : 1);
+    }}
+}}
+"""
+
+
+def run_with_server(netns, tmp_path, client):
+    """Runs the server and `client` (argv) in one `netblame run`; returns (reads of the client,
+    reads of the server)."""
+    out = tmp_path / "run"
+    pidfile = tmp_path / "server.pid"
+    script = (f'{sys.executable} {SERVER} {PORT} {THINK_MS} {pidfile} & '
+              f'while [ ! -e {pidfile} ]; do sleep 0.05; done; '
+              f'"$@"; status=$?; kill $(cat {pidfile}); exit $status')
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        "sh", "-c", script, "sh", *client], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    server_pid = pidfile.read_text()
+    with open(out / "tables" / "reads.csv") as f:
+        reads = [row for row in csv.DictReader(f) if int(row["bytes"]) > 0]
+    client_reads = [row for row in reads if row["pid"] != server_pid]
+    server_reads = [row for row in reads if row["pid"] == server_pid]
+    assert client_reads and server_reads, r.stderr
+    return client_reads, server_reads, (out / "report.txt").read_text()
+
+
+def first_answer(reads):
+    """The read of the answer's first bytes (offset 0 of the client's connection)."""
+    return min((r for r in reads if r["stream_offset"] == "0"), key=lambda r: int(r["t_call_ns"]))
+
+
+def brief(r):
+    keys = ("verdict", "wait_api", "wait_call_ns", "wait_return_ns", "t_call_ns", "ready_first_ns",
+            "peer_wait_ns", "loss_delay_ns", "buffer_wait_ns", "dispatch_ns", "wakeup_ns")
+    return {k: r[k] for k in keys}
+
+
+def assert_peer_slow(reads, api):
+    r = brief(first_answer(reads))
+    assert r["verdict"] == "peer-slow", r
+    assert r["wait_api"] == api, r
+    assert abs(int(r["peer_wait_ns"]) - THINK_MS * MS) <= 2 * MS, r
+    assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < 2 * MS, r
+
+
+@pytest.mark.parametrize("name, client, api", [
+    ("python socket with a timeout", [sys.executable, "-c", PY_TIMEOUT], "poll"),
+    ("python asyncio streams", [sys.executable, "-c", PY_ASYNCIO], "epoll_wait"),
+])
+def test_python_clients_that_wait_in_poll_or_epoll_are_peer_slow(netns, tmp_path, name, client, api):
+    client_reads, server_reads, report = run_with_server(netns, tmp_path, client)
+    assert_peer_slow(client_reads, api)
+    assert all(r["verdict"] == "idle" for r in server_reads if r["stream_offset"] == "0"), \
+        "the server's read of each request is idle"
+    assert "idle: " in report
+
+
+def test_a_program_told_the_answer_is_there_but_busy_is_app_late_by_dispatch(netns, tmp_path):
+    client_reads, _, report = run_with_server(netns, tmp_path, [sys.executable, "-c", PY_SELECTORS_BUSY])
+    r = first_answer(client_reads)
+    assert r["verdict"] == "app-late", r
+    assert r["wait_api"] == "epoll_wait", r
+    assert abs(int(r["dispatch_ns"]) - 150 * MS) <= 2 * MS, r
+    assert "dispatch" in report
+
+
+def test_curl_waits_in_poll(netns, tmp_path):
+    need_tool("curl")
+    client_reads, _, _ = run_with_server(
+        netns, tmp_path, ["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{PORT}/slow"])
+    assert_peer_slow(client_reads, "poll")
+
+
+def test_node_http_waits_in_epoll(netns, tmp_path):
+    need_tool("node")
+    client_reads, _, _ = run_with_server(netns, tmp_path, ["node", "-e", NODE])
+    r = first_answer(client_reads)
+    assert r["wait_api"] in ("epoll_wait", "epoll_pwait"), r
+    assert_peer_slow(client_reads, r["wait_api"])
+
+
+def test_java_httpclient_waits_in_epoll(netns, tmp_path):
+    need_tool("javac")
+    src = tmp_path / "Get.java"
+    src.write_text(JAVA)
+    subprocess.run(["javac", "-d", str(tmp_path), str(src)], check=True, timeout=120)
+    client_reads, _, _ = run_with_server(netns, tmp_path, ["java", "-cp", str(tmp_path), "Get"])
+    assert_peer_slow(client_reads, "epoll_wait")
