@@ -220,7 +220,7 @@ def test_demo_live(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "peer-slow" in r.stdout and "app-late" in r.stdout and "loss" in r.stdout
     assert "nftables dropped 1 packet" in r.stderr
-    for table in ("reads", "sends", "tests", "flows", "packets"):
+    for table in ("reads", "sends", "connects", "tests", "flows", "packets"):
         for ext in ("csv", "parquet"):
             assert (tmp_path / "demo" / "tables" / f"{table}.{ext}").exists(), (table, ext)
     assert (tmp_path / "demo" / "report.txt").exists()
@@ -287,7 +287,7 @@ def test_every_analyze_table_loads_in_pandas_and_polars_with_no_options(tmp_path
                         "--parquet", str(tmp_path / "pq")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     shapes = {}
-    for table in ("reads", "sends", "tests", "flows", "packets"):
+    for table in ("reads", "sends", "connects", "tests", "flows", "packets"):
         frames = (pd.read_csv(tmp_path / "csv" / f"{table}.csv"), pd.read_parquet(tmp_path / "pq" / f"{table}.parquet"),
                   pl.read_csv(tmp_path / "csv" / f"{table}.csv").to_pandas(),
                   pl.read_parquet(tmp_path / "pq" / f"{table}.parquet").to_pandas())

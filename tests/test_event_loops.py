@@ -162,3 +162,43 @@ def test_java_httpclient_waits_in_epoll(netns, tmp_path):
     subprocess.run(["javac", "-d", str(tmp_path), str(src)], check=True, timeout=120)
     client_reads, _, _ = run_with_server(netns, tmp_path, ["java", "-cp", str(tmp_path), "Get"])
     assert_peer_slow(client_reads, "epoll_wait")
+
+
+CONNECT = """
+import asyncio, socket, sys
+srv = socket.create_server(("127.0.0.1", {port}))
+if sys.argv[1] == "blocking":
+    socket.create_connection(("127.0.0.1", {port})).sendall(b"x")
+else:
+    async def main():
+        r, w = await asyncio.open_connection("127.0.0.1", {port})
+        w.write(b"x")
+        await w.drain()
+        w.close()
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("mode, api", [("blocking", ""), ("asyncio", "epoll_wait")])
+def test_a_lost_syn_makes_a_one_second_connect(netns, tmp_path, mode, api):
+    """nftables drops the first SYN after capture: Linux retransmits it after 1 s."""
+    need_tool("nft")
+    port = 8400
+    rules = ("add table inet nbsyn\n"
+             "add chain inet nbsyn in { type filter hook input priority 0; }\n"
+             f"add rule inet nbsyn in tcp dport {port} tcp flags & (syn|ack) == syn "
+             "numgen inc mod 1000 == 0 counter drop\n")
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=rules, text=True, check=True)
+    out = tmp_path / "run"
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        sys.executable, "-c", CONNECT.format(port=port), mode],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(out / "tables" / "connects.csv") as f:
+        (c,) = list(csv.DictReader(f))
+    assert c["verdict"] == "loss" and c["syn_packets"] == "2", c
+    assert abs(int(c["syn_loss_ns"]) - 1000 * MS) <= 50 * MS, c
+    assert abs(int(c["connect_ns"]) - 1000 * MS) <= 50 * MS, c
+    assert c["wait_api"] == api, c
+    report = (out / "report.txt").read_text()
+    assert "slow connects:" in report and "2 SYNs: 1 retransmitted" in report

@@ -103,7 +103,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// Writes the five tables (docs/tables.md) in each of `outputs`. One table at a time, each
+/// Writes the six tables (docs/tables.md) in each of `outputs`. One table at a time, each
 /// written in every format before the next is built (`packets` in batches), so that peak memory
 /// is about one table's.
 fn write_tables(
@@ -117,9 +117,10 @@ fn write_tables(
     if outputs.is_empty() {
         return Ok(());
     }
-    let tables: [(&str, Build); 3] = [
+    let tables: [(&str, Build); 4] = [
         ("reads", Box::new(|| x::reads_frame(calls, result))),
         ("sends", Box::new(|| x::sends_frame(calls, result))),
+        ("connects", Box::new(|| x::connects_frame(calls, result))),
         ("tests", Box::new(|| x::tests_frame(calls, result))),
     ];
     let context = || {

@@ -37,7 +37,12 @@ pub struct SocketCall {
     pub api: &'static str,
     /// Wait calls: what the wait reported of the socket (`READY_*` bits).
     pub ready: u8,
+    /// errno after the call (a connect that goes on in the background: `EINPROGRESS`, 115).
+    pub errno: i32,
 }
+
+/// Linux's errno for a non-blocking connect that goes on in the background.
+pub const EINPROGRESS: i32 = 115;
 
 /// A wait's report of a socket (the event log's bits): data to read.
 pub const READY_READ: u8 = 0x01;
@@ -339,11 +344,64 @@ impl HeldBy {
     }
 }
 
+/// One TCP connect, joined to its handshake in the capture (docs/timing-model.md, connects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTiming {
+    /// Index of the open call in the input slice.
+    pub call: usize,
+    pub flow_id: Option<u32>,
+    /// When the connection was up for the program: the connect's return, or for a
+    /// non-blocking connect the writability wait that reported it (or the first I/O).
+    pub done_ns: i64,
+    /// The wait that reported a non-blocking connect done.
+    pub wait_api: Option<&'static str>,
+    /// SYNs the program's side sent before the SYN-ACK (more than 1: retransmitted).
+    pub syn_packets: u64,
+    /// From the first SYN to the one the peer answered: SYNs lost, or ignored by a full listen
+    /// backlog (Linux retransmits after 1 s, then 2 s more).
+    pub syn_loss_ns: i64,
+    /// From the answered SYN to the SYN-ACK: the peer's (and the path's) time.
+    pub peer_ns: i64,
+    /// From the SYN-ACK to the program learning the connection was up.
+    pub wakeup_ns: i64,
+    pub verdict: Verdict,
+}
+
+impl ConnectTiming {
+    /// The connect's time as the program lived it.
+    pub fn duration_ns(&self, c: &SocketCall) -> i64 {
+        (self.done_ns - c.t_call_ns).max(0)
+    }
+
+    /// Splits the connect given its done time and its flow's handshake.
+    fn compute(&mut self, c: &SocketCall, flow: Option<&Flow>, threshold_ns: i64) {
+        let handshake =
+            flow.and_then(|f| Some((f.syn_ts_ns?, f.syn_answered_ts_ns?, f.syn_ack_ts_ns?)));
+        let Some((first, answered, syn_ack)) = handshake else {
+            self.verdict = Verdict::NotCaptured;
+            return;
+        };
+        self.syn_packets = flow.map_or(0, |f| f.dirs[0].stats.syn_packets);
+        self.syn_loss_ns = (answered - first.max(c.t_call_ns)).max(0);
+        self.peer_ns = (syn_ack - answered).max(0);
+        self.wakeup_ns = (self.done_ns - syn_ack).max(0);
+        let causes = [
+            (self.syn_loss_ns, Verdict::Loss),
+            (self.peer_ns, Verdict::PeerSlow),
+            (self.wakeup_ns, Verdict::WakeupLate),
+        ];
+        let (ns, v) = causes.into_iter().max_by_key(|(ns, _)| *ns).expect("three");
+        self.verdict = if ns >= threshold_ns { v } else { Verdict::Ok };
+    }
+}
+
 /// The result of the join.
 #[derive(Debug, Clone, Default)]
 pub struct Blame {
     pub reads: Vec<ReadBlame>,
     pub sends: Vec<SendTiming>,
+    /// TCP connects the program made, in call order.
+    pub connects: Vec<ConnectTiming>,
     /// Streams recorded by the program but not found in the capture (Unix sockets never are;
     /// these are connections outside the filter or interface, or before the capture started).
     pub unmatched_streams: Vec<(u32, u64, Option<SocketAddr>, Option<SocketAddr>)>,
@@ -458,6 +516,8 @@ struct StreamState {
     last_read_return: i64,
     /// When the last send of data on the socket returned.
     last_send_return: i64,
+    /// A non-blocking connect not yet reported done (index in `Blame::connects`).
+    pending_connect: Option<usize>,
 }
 
 /// Waits kept per socket for reads to come: more only pile up in a program that waits and
@@ -523,7 +583,11 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
     let mut udp: Vec<UdpMatch> = Vec::new();
     let mut out = Blame::default();
     let mut flow_joined = vec![false; analysis.flows.len()];
-    for c in calls.iter().filter(|c| c.kind == CallKind::Open) {
+    for (idx, c) in calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == CallKind::Open)
+    {
         let entry = match (c.local.map(canonical), c.peer.map(canonical)) {
             (Some(local), Some(peer)) if c.tcp => tcp_flow(analysis, &by_pair, c, local, peer),
             (Some(local), Some(peer)) => UdpMatch::new(analysis, local, peer).map(|m| {
@@ -542,15 +606,35 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             out.unmatched_streams
                 .push((c.pid, c.stream, c.local, c.peer));
         }
-        streams.insert(
-            (c.pid, c.stream),
-            StreamState {
-                joined: entry,
-                accepted: c.api.starts_with("accept"),
-                awaiting_request: true,
-                ..StreamState::default()
-            },
-        );
+        let mut state = StreamState {
+            joined: entry,
+            accepted: c.api.starts_with("accept"),
+            awaiting_request: true,
+            ..StreamState::default()
+        };
+        if c.tcp && c.api == "connect" {
+            let flow = match entry {
+                Some(Joined::Tcp { flow, .. }) => Some(&analysis.flows[flow]),
+                _ => None,
+            };
+            let mut t = ConnectTiming {
+                call: idx,
+                flow_id: flow.map(|f| f.id),
+                done_ns: c.t_return_ns,
+                wait_api: None,
+                syn_packets: 0,
+                syn_loss_ns: 0,
+                peer_ns: 0,
+                wakeup_ns: 0,
+                verdict: Verdict::Ok,
+            };
+            t.compute(c, flow, threshold_ns);
+            if c.errno == EINPROGRESS {
+                state.pending_connect = Some(out.connects.len());
+            }
+            out.connects.push(t);
+        }
+        streams.insert((c.pid, c.stream), state);
     }
     out.unmatched_flows = analysis
         .flows
@@ -570,6 +654,28 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             &mut no_stream
         };
         let joined = st.joined;
+        if let Some(i) = st.pending_connect {
+            // A non-blocking connect is done when a wait reports the socket writable (or in
+            // error), or, without such a wait, when the program goes on to use it.
+            let done = match c.kind {
+                CallKind::Wait if c.ready & (READY_WRITE | READY_ERROR | READY_HANGUP) != 0 => {
+                    Some((c.t_return_ns, Some(c.api)))
+                }
+                CallKind::Recv | CallKind::Send => Some((c.t_call_ns, None)),
+                _ => None,
+            };
+            if let Some((done_ns, api)) = done {
+                st.pending_connect = None;
+                let t = &mut out.connects[i];
+                (t.done_ns, t.wait_api) = (done_ns, api);
+                let open = &calls[t.call];
+                let flow = match joined {
+                    Some(Joined::Tcp { flow, .. }) => Some(&analysis.flows[flow]),
+                    _ => None,
+                };
+                t.compute(open, flow, threshold_ns);
+            }
+        }
         let wait = if c.kind == CallKind::Recv {
             let w = st.wait_for(c);
             st.last_read_return = c.t_return_ns;

@@ -205,6 +205,9 @@ pub struct Flow {
     pub first_ts_ns: i64,
     pub last_ts_ns: i64,
     pub syn_ts_ns: Option<i64>,
+    /// The last SYN before the first SYN-ACK: the one the peer answered. Later than `syn_ts_ns`
+    /// when SYNs were lost (or a full listen backlog ignored them) and retransmitted.
+    pub syn_answered_ts_ns: Option<i64>,
     pub syn_ack_ts_ns: Option<i64>,
     /// Time from the SYN to the ACK of the SYN-ACK, as seen from the capture point: a full
     /// round trip wherever the capture sat.
@@ -390,6 +393,7 @@ impl Analyzer {
             first_ts_ns: ts_ns,
             last_ts_ns: ts_ns,
             syn_ts_ns: None,
+            syn_answered_ts_ns: None,
             syn_ack_ts_ns: None,
             handshake_rtt_ns: None,
         });
@@ -527,6 +531,9 @@ impl Analyzer {
                 flow.syn_ack_ts_ns.get_or_insert(ts_ns);
             } else {
                 flow.syn_ts_ns.get_or_insert(ts_ns);
+                if flow.syn_ack_ts_ns.is_none() {
+                    flow.syn_answered_ts_ns = Some(ts_ns);
+                }
             }
         }
         if fin {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::blame::{Blame, ReadBlame, SocketCall, Verdict};
+use crate::blame::{Blame, ConnectTiming, ReadBlame, SocketCall, Verdict};
 
 /// Splits a recorded test tag, `"tests/a.py::test_x (call)"`, into node id and phase.
 pub fn split_test(tag: Option<&str>) -> (Option<&str>, Option<&str>) {
@@ -37,6 +37,11 @@ pub struct Totals {
     /// out of every sum above.
     pub idle_reads: u64,
     pub idle_ns: i64,
+    /// TCP connects, their time (call to connection up), and the part lost to SYN
+    /// retransmissions.
+    pub connects: u64,
+    pub connect_ns: i64,
+    pub connect_syn_loss_ns: i64,
     pub sends: u64,
     pub send_bytes: u64,
     pub send_blocked_ns: i64,
@@ -109,6 +114,11 @@ impl Totals {
         self.wakeup_ns = self.wakeup_ns.saturating_add(o.wakeup_ns);
         self.idle_reads += o.idle_reads;
         self.idle_ns = self.idle_ns.saturating_add(o.idle_ns);
+        self.connects += o.connects;
+        self.connect_ns = self.connect_ns.saturating_add(o.connect_ns);
+        self.connect_syn_loss_ns = self
+            .connect_syn_loss_ns
+            .saturating_add(o.connect_syn_loss_ns);
         self.retransmitted_bytes = self
             .retransmitted_bytes
             .saturating_add(o.retransmitted_bytes);
@@ -121,6 +131,12 @@ impl Totals {
         if let Some((v, cost)) = o.worst {
             self.consider_worst(v, cost);
         }
+    }
+
+    pub fn add_connect(&mut self, c: &SocketCall, t: &ConnectTiming) {
+        self.connects += 1;
+        self.connect_ns = self.connect_ns.saturating_add(t.duration_ns(c));
+        self.connect_syn_loss_ns = self.connect_syn_loss_ns.saturating_add(t.syn_loss_ns);
     }
 
     pub fn add_send(&mut self, c: &SocketCall) {
@@ -173,6 +189,11 @@ pub fn by_test<'a>(
     };
     let read_slots: Vec<Option<usize>> = blame.reads.iter().map(|r| slot(&calls[r.call])).collect();
     let send_slots: Vec<Option<usize>> = blame.sends.iter().map(|s| slot(&calls[s.call])).collect();
+    let connect_slots: Vec<Option<usize>> = blame
+        .connects
+        .iter()
+        .map(|t| slot(&calls[t.call]))
+        .collect();
     for (r, i) in blame.reads.iter().zip(read_slots) {
         if let Some(i) = i {
             sums[i].1.add_read(&calls[r.call], r);
@@ -181,6 +202,11 @@ pub fn by_test<'a>(
     for (s, i) in blame.sends.iter().zip(send_slots) {
         if let Some(i) = i {
             sums[i].1.add_send(&calls[s.call]);
+        }
+    }
+    for (t, i) in blame.connects.iter().zip(connect_slots) {
+        if let Some(i) = i {
+            sums[i].1.add_connect(&calls[t.call], t);
         }
     }
     let mut out: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
@@ -203,6 +229,11 @@ pub fn by_flow(calls: &[SocketCall], blame: &Blame) -> BTreeMap<Option<u32>, Tot
     for s in &blame.sends {
         out.entry(s.flow_id).or_default().add_send(&calls[s.call]);
     }
+    for t in &blame.connects {
+        out.entry(t.flow_id)
+            .or_default()
+            .add_connect(&calls[t.call], t);
+    }
     out
 }
 
@@ -214,6 +245,9 @@ pub fn overall(calls: &[SocketCall], blame: &Blame) -> Totals {
     }
     for s in &blame.sends {
         t.add_send(&calls[s.call]);
+    }
+    for c in &blame.connects {
+        t.add_connect(&calls[c.call], c);
     }
     t
 }
@@ -253,6 +287,7 @@ mod tests {
             nonblocking: false,
             api: "recv",
             ready: 0,
+            errno: 0,
         };
         let read = |verdict, peer_wait_ns| ReadBlame {
             verdict,

@@ -527,6 +527,7 @@ mod join {
             nonblocking: false,
             api: "recv",
             ready: 0,
+            errno: 0,
         }
     }
 

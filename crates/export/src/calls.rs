@@ -159,6 +159,32 @@ pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
     frame("sends", s.len(), columns)
 }
 
+/// The `connects` table: one row per TCP connect.
+pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
+    let t = &blame.connects;
+    let mut columns = call_columns(calls, t.iter().map(|x| (x.call, x.flow_id)).collect());
+    columns.extend([
+        col!(
+            "peer",
+            Option<String>,
+            t.iter().map(|x| calls[x.call].peer.map(|a| a.to_string()))
+        ),
+        col!("done_ns", i64, t.iter().map(|x| x.done_ns)),
+        col!(
+            "connect_ns",
+            i64,
+            t.iter().map(|x| x.duration_ns(&calls[x.call]))
+        ),
+        col!("wait_api", Option<&str>, t.iter().map(|x| x.wait_api)),
+        col!("syn_packets", u64, t.iter().map(|x| x.syn_packets)),
+        col!("syn_loss_ns", i64, t.iter().map(|x| x.syn_loss_ns)),
+        col!("peer_ns", i64, t.iter().map(|x| x.peer_ns)),
+        col!("wakeup_ns", i64, t.iter().map(|x| x.wakeup_ns)),
+        col!("verdict", &str, t.iter().map(|x| x.verdict.as_str())),
+    ]);
+    frame("connects", t.len(), columns)
+}
+
 /// The `tests` table: one row per pytest test and phase.
 pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
     let groups = by_test(calls, blame);
@@ -180,6 +206,13 @@ pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             "retransmitted_bytes",
             u64,
             g().map(|(_, x)| x.retransmitted_bytes)
+        ),
+        col!("connects", u64, g().map(|(_, x)| x.connects)),
+        col!("connect_ns", i64, g().map(|(_, x)| x.connect_ns)),
+        col!(
+            "connect_syn_loss_ns",
+            i64,
+            g().map(|(_, x)| x.connect_syn_loss_ns)
         ),
         col!("sends", u64, g().map(|(_, x)| x.sends)),
         col!("send_bytes", u64, g().map(|(_, x)| x.send_bytes)),

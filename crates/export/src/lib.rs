@@ -15,7 +15,7 @@ use netblame_correlate::{Analysis, Direction, Flow, PacketRecord};
 use polars::prelude::*;
 
 mod calls;
-pub use calls::{reads_frame, sends_frame, tests_frame};
+pub use calls::{connects_frame, reads_frame, sends_frame, tests_frame};
 /// The table type, for callers that hold a table between building and writing it.
 pub use polars::prelude::DataFrame;
 
@@ -175,6 +175,7 @@ fn empty_flow() -> Flow {
         first_ts_ns: 0,
         last_ts_ns: 0,
         syn_ts_ns: None,
+        syn_answered_ts_ns: None,
         syn_ack_ts_ns: None,
         handshake_rtt_ns: None,
     }

@@ -68,7 +68,7 @@ impl Io {
     ) {
         let mut state = self.state;
         if state & fds::OPENED == 0 {
-            record_open(self.fd, state, Call::Unknown, None);
+            record_open(self.fd, state, Call::Unknown, None, None);
             state |= fds::OPENED;
         }
         let peek = kind == Kind::Recv && msg_flags & libc::MSG_PEEK != 0;
@@ -184,7 +184,15 @@ pub(crate) fn base_record(
 }
 
 /// Writes the open event of `fd`'s stream, reading the addresses right now.
-pub(crate) fn record_open(fd: c_int, state: u64, call: Call, peer: Option<SocketAddr>) {
+/// `times`: the call's entry and return and its errno (a connect: `EINPROGRESS` when it goes
+/// on in the background); else now.
+pub(crate) fn record_open(
+    fd: c_int,
+    state: u64,
+    call: Call,
+    peer: Option<SocketAddr>,
+    times: Option<(i64, i64, i32)>,
+) {
     fds::set_flags(fd, fds::OPENED);
     let local = sock_addr(fd, false);
     let peer = peer.or_else(|| sock_addr(fd, true));
@@ -199,7 +207,9 @@ pub(crate) fn record_open(fd: c_int, state: u64, call: Call, peer: Option<Socket
         )
     };
     let now = crate::realtime_ns();
-    let mut r = base_record(Kind::Open, call, fd, state, now, now);
+    let (t_call, t_return, err) = times.unwrap_or((now, now, 0));
+    let mut r = base_record(Kind::Open, call, fd, state, t_call, t_return);
+    r.errno = err;
     r.addrs = match (local, peer) {
         (Some(l), Some(p)) => Some((l, p)),
         (Some(l), None) => Some((l, unspecified(&l))),
@@ -375,9 +385,11 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let t_call = crate::realtime_ns();
     // SAFETY: the caller upholds libc's contract for connect.
     let r = unsafe { real::connect(fd, addr, len) };
     let err = errno();
+    let t_return = crate::realtime_ns();
     if r == 0 || err == libc::EINPROGRESS {
         note(|| {
             if let Some(state) = fds::lookup(fd) {
@@ -390,7 +402,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 } else {
                     state
                 };
-                record_open(fd, state, Call::Connect, caller_addr(addr, len));
+                let outcome = if r == 0 { 0 } else { err };
+                record_open(
+                    fd,
+                    state,
+                    Call::Connect,
+                    caller_addr(addr, len),
+                    Some((t_call, t_return, outcome)),
+                );
             }
         });
     }
@@ -405,7 +424,7 @@ fn accepted(fd: c_int, call: Call, nonblock: bool) {
             return;
         }
         let state = fds::register(fd, true, nonblock);
-        record_open(fd, state, call, None);
+        record_open(fd, state, call, None, None);
     });
 }
 

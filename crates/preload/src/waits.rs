@@ -181,7 +181,7 @@ impl Wait {
                     continue;
                 }
                 if state & fds::OPENED == 0 {
-                    record_open(fd, state, Call::Unknown, None);
+                    record_open(fd, state, Call::Unknown, None, None);
                     state |= fds::OPENED;
                 }
                 let mut r = base_record(Kind::Wait, call, fd, state, t_call, t_return);

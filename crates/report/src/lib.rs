@@ -69,6 +69,7 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                 nonblocking: e.nonblocking,
                 api: e.call.as_str(),
                 ready: e.ready,
+                errno: e.errno,
             }
             .checked()
         })
@@ -183,6 +184,7 @@ pub fn write_text(
         )?;
     }
     slowest_reads(out, calls, b)?;
+    slow_connects(out, calls, b)?;
     held_sends(out, calls, b, threshold_ms)?;
 
     let per_test = summary::by_test(calls, b);
@@ -192,9 +194,19 @@ pub fn write_text(
         tests.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
         for ((test, phase), x) in tests.iter().take(MAX_LISTED) {
             let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
+            let connects = if x.connects > 0 {
+                format!(
+                    "; {} connects, {} ({} lost to SYN retransmissions)",
+                    x.connects,
+                    duration(x.connect_ns),
+                    duration(x.connect_syn_loss_ns)
+                )
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}; worst: {}",
+                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}; worst: {}{connects}",
                 x.reads,
                 x.sends,
                 duration(x.read_time_ns),
@@ -402,6 +414,49 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
 /// own call, to its return.
 fn window(c: &SocketCall, r: &ReadBlame) -> i64 {
     c.t_return_ns - r.wait.map_or(c.t_call_ns, |w| w.call_ns)
+}
+
+/// Connects whose verdict is not `ok`, slowest first.
+fn slow_connects(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
+    let mut slow: Vec<_> = b
+        .connects
+        .iter()
+        .filter(|t| t.verdict != Verdict::Ok)
+        .collect();
+    if slow.is_empty() {
+        return Ok(());
+    }
+    slow.sort_by_key(|t| std::cmp::Reverse(t.duration_ns(&calls[t.call])));
+    writeln!(out, "\nslow connects:")?;
+    for t in slow.iter().take(MAX_LISTED) {
+        let c = &calls[t.call];
+        let peer = c.peer.map_or("?".into(), |a| a.to_string());
+        let syns = match t.syn_packets {
+            0 | 1 => String::new(),
+            n => format!("; {} SYNs: {} retransmitted", n, n - 1),
+        };
+        writeln!(
+            out,
+            "  {:>9}  {:<12} pid {} fd {} -> {peer}{}: loss {}, peer (SYN-ACK) {}, wakeup {}{syns}",
+            duration(t.duration_ns(c)),
+            t.verdict.as_str(),
+            c.pid,
+            c.fd,
+            t.wait_api
+                .map_or(String::new(), |api| format!(" (then {api})")),
+            duration(t.syn_loss_ns),
+            duration(t.peer_ns),
+            duration(t.wakeup_ns),
+        )?;
+    }
+    if slow.len() > MAX_LISTED {
+        writeln!(
+            out,
+            "  ... and {} more (tables/connects.csv)",
+            slow.len() - MAX_LISTED
+        )?;
+    }
+    Ok(())
 }
 
 /// Sends whose bytes waited in the kernel at least the threshold before going on the wire.
