@@ -194,19 +194,18 @@ pub fn write_text(
         tests.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
         for ((test, phase), x) in tests.iter().take(MAX_LISTED) {
             let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
-            let connects = if x.connects > 0 {
-                format!(
-                    "; {} connects, {} ({} lost to SYN retransmissions)",
-                    x.connects,
+            let connects = match (x.connects, x.connect_syn_loss_ns) {
+                (0, _) => String::new(),
+                (n, 0) => format!("; {n} connects, {}", duration(x.connect_ns)),
+                (n, lost) => format!(
+                    "; {n} connects, {} ({} lost to SYN retransmissions)",
                     duration(x.connect_ns),
-                    duration(x.connect_syn_loss_ns)
-                )
-            } else {
-                String::new()
+                    duration(lost)
+                ),
             };
             writeln!(
                 out,
-                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}; worst: {}{connects}",
+                "  {test}{phase}\n    {} reads, {} sends, {} in reads; {}{connects}; worst: {}",
                 x.reads,
                 x.sends,
                 duration(x.read_time_ns),
