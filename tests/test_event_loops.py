@@ -209,3 +209,23 @@ def test_a_lost_syn_makes_a_one_second_connect(netns, tmp_path, mode, api):
     assert c["wait_api"] == api, c
     report = (out / "report.txt").read_text()
     assert "slow connects:" in report and "2 SYNs: 1 retransmitted" in report
+
+
+def test_readme_asyncio_walkthrough(netns, tmp_path):
+    """examples/asyncio under `netblame run`: the server's 250 ms is the peer's, the blocked loop's
+    100 ms the program's, and every read was timed over its epoll_wait."""
+    out = tmp_path / "run"
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_async_service.py"],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT / "examples" / "asyncio")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(out / "tables" / "tests.csv") as f:
+        tests = {row["test"]: row for row in csv.DictReader(f) if row["phase"] == "call"}
+    report = tests["test_async_service.py::test_report"]
+    blocked = tests["test_async_service.py::test_blocked_loop"]
+    assert report["worst_verdict"] == "peer-slow" and int(report["peer_wait_ns"]) >= 245 * MS, report
+    program = int(blocked["buffer_wait_ns"]) + int(blocked["dispatch_ns"])
+    assert blocked["worst_verdict"] == "app-late" and 98 * MS <= program <= 120 * MS, blocked
+    with open(out / "tables" / "reads.csv") as f:
+        answers = [row for row in csv.DictReader(f) if row["test"] and int(row["bytes"]) > 0]
+    assert len(answers) == 22 and all(row["wait_api"] == "epoll_wait" for row in answers)

@@ -353,8 +353,9 @@ pub struct ConnectTiming {
     /// When the connection was up for the program: the connect's return, or for a
     /// non-blocking connect the writability wait that reported it (or the first I/O).
     pub done_ns: i64,
-    /// The wait that reported a non-blocking connect done.
+    /// The wait that reported a non-blocking connect done, and when it was called.
     pub wait_api: Option<&'static str>,
+    pub wait_call_ns: Option<i64>,
     /// SYNs the program's side sent before the SYN-ACK (more than 1: retransmitted).
     pub syn_packets: u64,
     /// From the first SYN to the one the peer answered: SYNs lost, or ignored by a full listen
@@ -362,8 +363,11 @@ pub struct ConnectTiming {
     pub syn_loss_ns: i64,
     /// From the answered SYN to the SYN-ACK: the peer's (and the path's) time.
     pub peer_ns: i64,
-    /// From the SYN-ACK to the program learning the connection was up.
+    /// From the SYN-ACK to the program learning the connection was up (after a wait: from the
+    /// later of the SYN-ACK and the wait's call to its return).
     pub wakeup_ns: i64,
+    /// A non-blocking connect whose wait began after the SYN-ACK: the program was elsewhere.
+    pub program_ns: i64,
     pub verdict: Verdict,
 }
 
@@ -384,13 +388,16 @@ impl ConnectTiming {
         self.syn_packets = flow.map_or(0, |f| f.dirs[0].stats.syn_packets);
         self.syn_loss_ns = (answered - first.max(c.t_call_ns)).max(0);
         self.peer_ns = (syn_ack - answered).max(0);
-        self.wakeup_ns = (self.done_ns - syn_ack).max(0);
+        let waited_from = self.wait_call_ns.unwrap_or(syn_ack).min(self.done_ns);
+        self.program_ns = (waited_from - syn_ack).max(0);
+        self.wakeup_ns = (self.done_ns - syn_ack.max(waited_from)).max(0);
         let causes = [
             (self.syn_loss_ns, Verdict::Loss),
             (self.peer_ns, Verdict::PeerSlow),
+            (self.program_ns, Verdict::AppLate),
             (self.wakeup_ns, Verdict::WakeupLate),
         ];
-        let (ns, v) = causes.into_iter().max_by_key(|(ns, _)| *ns).expect("three");
+        let (ns, v) = causes.into_iter().max_by_key(|(ns, _)| *ns).expect("four");
         self.verdict = if ns >= threshold_ns { v } else { Verdict::Ok };
     }
 }
@@ -622,10 +629,12 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 flow_id: flow.map(|f| f.id),
                 done_ns: c.t_return_ns,
                 wait_api: None,
+                wait_call_ns: None,
                 syn_packets: 0,
                 syn_loss_ns: 0,
                 peer_ns: 0,
                 wakeup_ns: 0,
+                program_ns: 0,
                 verdict: Verdict::Ok,
             };
             t.compute(c, flow, threshold_ns);
@@ -659,15 +668,16 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             // error), or, without such a wait, when the program goes on to use it.
             let done = match c.kind {
                 CallKind::Wait if c.ready & (READY_WRITE | READY_ERROR | READY_HANGUP) != 0 => {
-                    Some((c.t_return_ns, Some(c.api)))
+                    Some((c.t_return_ns, Some((c.api, c.t_call_ns))))
                 }
                 CallKind::Recv | CallKind::Send => Some((c.t_call_ns, None)),
                 _ => None,
             };
-            if let Some((done_ns, api)) = done {
+            if let Some((done_ns, wait)) = done {
                 st.pending_connect = None;
                 let t = &mut out.connects[i];
-                (t.done_ns, t.wait_api) = (done_ns, api);
+                t.done_ns = done_ns;
+                (t.wait_api, t.wait_call_ns) = (wait.map(|w| w.0), wait.map(|w| w.1));
                 let open = &calls[t.call];
                 let flow = match joined {
                     Some(Joined::Tcp { flow, .. }) => Some(&analysis.flows[flow]),

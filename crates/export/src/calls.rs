@@ -179,6 +179,7 @@ pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, 
         col!("syn_packets", u64, t.iter().map(|x| x.syn_packets)),
         col!("syn_loss_ns", i64, t.iter().map(|x| x.syn_loss_ns)),
         col!("peer_ns", i64, t.iter().map(|x| x.peer_ns)),
+        col!("program_ns", i64, t.iter().map(|x| x.program_ns)),
         col!("wakeup_ns", i64, t.iter().map(|x| x.wakeup_ns)),
         col!("verdict", &str, t.iter().map(|x| x.verdict.as_str())),
     ]);
