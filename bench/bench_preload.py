@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Interposer overhead: one thread sends 64 bytes on one end of a loopback TCP connection and
-receives them on the other, N times, plain, under libnetblame_preload.so (every call recorded),
-and under `strace -f -e trace=network` for scale. The three alternate for --rounds rounds in
-one run; we report the median time per send+recv pair and the ratios, and check that the
-interposer recorded every call.
+"""Interposer overhead, plain vs under libnetblame_preload.so (every call recorded) vs under
+`strace -f` for scale, on three loopback workloads:
+
+- pair: 64 bytes sent on one end of a TCP connection and received on the other (send + recv);
+- poll pair: the same, received after poll() with a non-blocking recv (send + poll + recv: what
+  CPython does for a socket with a timeout);
+- asyncio: an asyncio echo round trip of 64 bytes (per round trip: two epoll_wait waits that
+  report a socket, two reads, two writes, on client and server).
+
+The modes alternate for --rounds rounds in one run; we report the median time per iteration,
+the ratio to plain, and the cost per recorded call, and check that every call was recorded.
 """
 
 import argparse
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,38 +28,51 @@ def run(cmd, env=None):
     return float(out.strip().splitlines()[-1])
 
 
+def recorded(d):
+    return sum((os.path.getsize(os.path.join(d, f)) - 64) // 64 for f in os.listdir(d))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--iterations", type=int, default=1_000_000)
-    ap.add_argument("--strace-iterations", type=int, default=100_000)
+    ap.add_argument("--asyncio-iterations", type=int, default=50_000)
+    ap.add_argument("--strace-fraction", type=int, default=10, help="strace runs 1/N of the iterations")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     pingpong = os.path.join(RELEASE, "examples", "pingpong")
     preload = os.path.join(RELEASE, "libnetblame_preload.so")
-    n = str(args.iterations)
-    results = {"plain": [], "netblame": [], "netblame-tmpfs": [], "strace": []}
-    recorded = []
-    for _ in range(args.rounds):
-        results["plain"].append(run([pingpong, n]))
-        # The events directory on the disk (ext4 here), and on tmpfs (/dev/shm).
-        for mode, parent in (("netblame", None), ("netblame-tmpfs", "/dev/shm")):
-            with tempfile.TemporaryDirectory(dir=parent) as d:
+    poll_bin = os.path.join(tempfile.mkdtemp(), "poll_pingpong")
+    subprocess.run(["gcc", "-O2", "-o", poll_bin, os.path.join(ROOT, "bench", "poll_pingpong.c")], check=True)
+    echo = os.path.join(ROOT, "bench", "asyncio_echo.py")
+    n, na = args.iterations, args.asyncio_iterations
+    # (name, argv for a count, iterations, calls recorded per iteration)
+    workloads = [
+        ("pair (send+recv)", lambda k: [pingpong, str(k)], n, 2),
+        ("poll pair (send+poll+recv)", lambda k: [poll_bin, "poll", str(k)], n, 3),
+        ("asyncio echo round trip", lambda k: [sys.executable, echo, str(k)], na, 6),
+    ]
+    for name, argv, iters, calls in workloads:
+        res = {"plain": [], "netblame": [], "strace": []}
+        counts = []
+        for _ in range(args.rounds):
+            res["plain"].append(run(argv(iters)))
+            with tempfile.TemporaryDirectory() as d:
                 env = dict(os.environ, LD_PRELOAD=preload, NETBLAME_EVENTS_DIR=d)
-                results[mode].append(run([pingpong, n], env))
-                logs = [os.path.join(d, f) for f in os.listdir(d)]
-                recorded.append(sum((os.path.getsize(p) - 64) // 64 for p in logs))
-        results["strace"].append(run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=network",
-                                      pingpong, str(args.strace_iterations)]))
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"{args.iterations} send+recv pairs of 64 bytes on loopback TCP, {args.rounds} alternating rounds, median:")
-    print("| mode | ns per send+recv | vs plain |")
-    print("|---|---:|---:|")
-    for k in ("plain", "netblame", "netblame-tmpfs", "strace"):
-        print(f"| {k} | {med[k]:.0f} | {med[k] / med['plain']:.3f}x |")
-    print(f"events recorded per netblame run: {sorted(set(recorded))} "
-          f"(expected >= {2 * args.iterations}: a send and a recv per pair)")
-    if min(recorded) < 2 * args.iterations:
-        raise SystemExit("the interposer missed calls")
+                res["netblame"].append(run(argv(iters), env))
+                counts.append(recorded(d))
+            res["strace"].append(run(["strace", "-f", "-qq", "-o", "/dev/null", *argv(iters // args.strace_fraction)]))
+        med = {k: statistics.median(v) for k, v in res.items()}
+        extra = med["netblame"] - med["plain"]
+        print(f"\n{name}: {iters} iterations, {args.rounds} alternating rounds, median")
+        print("| mode | ns per iteration | vs plain |")
+        print("|---|---:|---:|")
+        for k in ("plain", "netblame", "strace"):
+            print(f"| {k} | {med[k]:.0f} | {med[k] / med['plain']:.3f}x |")
+        print(f"netblame: +{extra:.0f} ns per iteration, {extra / calls:.0f} ns per recorded call "
+              f"({calls} per iteration); events recorded per run: min {min(counts)}, "
+              f"expected >= {calls * iters}")
+        if min(counts) < calls * iters:
+            raise SystemExit(f"{name}: the interposer missed calls")
 
 
 if __name__ == "__main__":
