@@ -62,4 +62,11 @@ fuzz TARGET SECONDS *ARGS:
 
 # Every fuzz target for SECONDS each, from its seeds (what CI runs, a minute each).
 fuzz-all SECONDS="60":
-    for t in capture event_log events_jsonl analyze; do scripts/fuzz $t {{SECONDS}} --fresh; done
+    #!/usr/bin/env bash
+    set -uo pipefail
+    passed=0 failed=0
+    for t in capture event_log events_jsonl analyze; do
+        if scripts/fuzz $t {{SECONDS}} --fresh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    done
+    echo "fuzz: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
