@@ -257,16 +257,44 @@ fn polled(
     })
 }
 
+/// A wait hook: the real call, then the events of what it reported. `real` is the call itself;
+/// `reported` turns its result into (fd, ready bits, asked for data) for each fd.
+#[inline]
+fn waited<I: Iterator<Item = (c_int, u8, bool)>>(
+    call: Call,
+    timeout_ms: i64,
+    real: impl FnOnce() -> c_int,
+    reported: impl FnOnce(c_int) -> I,
+) -> c_int {
+    let Some(w) = begin() else {
+        return real();
+    };
+    let r = real();
+    w.finish(call, r, timeout_ms, reported(r));
+    r
+}
+
+fn timeval_ms(t: *const libc::timeval) -> i64 {
+    if t.is_null() {
+        return -1;
+    }
+    // SAFETY: a non-null timeout is the caller's valid timeval, read before the call.
+    let t = unsafe { &*t };
+    t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000
+}
+
+// Each hook hands `waited` its real call; SAFETY for every `real::` call below: the caller
+// upholds libc's contract for that function, and the arguments are passed unchanged.
+
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for poll.
-        return unsafe { real::poll(fds, nfds, timeout) };
-    };
-    // SAFETY: as above.
-    let r = unsafe { real::poll(fds, nfds, timeout) };
-    w.finish(Call::Poll, r, i64::from(timeout), polled(fds, nfds, r));
-    r
+    waited(
+        Call::Poll,
+        i64::from(timeout),
+        // SAFETY: see above.
+        || unsafe { real::poll(fds, nfds, timeout) },
+        |r| polled(fds, nfds, r),
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -276,14 +304,13 @@ pub unsafe extern "C" fn __poll_chk(
     timeout: c_int,
     fdslen: size_t,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for __poll_chk.
-        return unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) };
-    };
-    // SAFETY: as above.
-    let r = unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) };
-    w.finish(Call::Poll, r, i64::from(timeout), polled(fds, nfds, r));
-    r
+    waited(
+        Call::Poll,
+        i64::from(timeout),
+        // SAFETY: see above.
+        || unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) },
+        |r| polled(fds, nfds, r),
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -293,15 +320,13 @@ pub unsafe extern "C" fn ppoll(
     tmo: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for ppoll.
-        return unsafe { real::ppoll(fds, nfds, tmo, sigmask) };
-    };
-    let timeout = timespec_ms(tmo);
-    // SAFETY: as above.
-    let r = unsafe { real::ppoll(fds, nfds, tmo, sigmask) };
-    w.finish(Call::Ppoll, r, timeout, polled(fds, nfds, r));
-    r
+    waited(
+        Call::Ppoll,
+        timespec_ms(tmo),
+        // SAFETY: see above.
+        || unsafe { real::ppoll(fds, nfds, tmo, sigmask) },
+        |r| polled(fds, nfds, r),
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -312,15 +337,13 @@ pub unsafe extern "C" fn __ppoll_chk(
     sigmask: *const libc::sigset_t,
     fdslen: size_t,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for __ppoll_chk.
-        return unsafe { real::__ppoll_chk(fds, nfds, tmo, sigmask, fdslen) };
-    };
-    let timeout = timespec_ms(tmo);
-    // SAFETY: as above.
-    let r = unsafe { real::__ppoll_chk(fds, nfds, tmo, sigmask, fdslen) };
-    w.finish(Call::Ppoll, r, timeout, polled(fds, nfds, r));
-    r
+    waited(
+        Call::Ppoll,
+        timespec_ms(tmo),
+        // SAFETY: see above.
+        || unsafe { real::__ppoll_chk(fds, nfds, tmo, sigmask, fdslen) },
+        |r| polled(fds, nfds, r),
+    )
 }
 
 /// The read set a select was given (it overwrites it with its answer).
@@ -366,27 +389,14 @@ pub unsafe extern "C" fn select(
     ex: *mut libc::fd_set,
     timeout: *mut libc::timeval,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for select.
-        return unsafe { real::select(nfds, rd, wr, ex, timeout) };
-    };
-    let timeout_ms = if timeout.is_null() {
-        -1
-    } else {
-        // SAFETY: a non-null timeout is the caller's valid timeval, read before the call.
-        let t = unsafe { &*timeout };
-        t.tv_sec.saturating_mul(1000) + t.tv_usec / 1000
-    };
     let asked = read_interest(rd);
-    // SAFETY: as above.
-    let r = unsafe { real::select(nfds, rd, wr, ex, timeout) };
-    w.finish(
+    waited(
         Call::Select,
-        r,
-        timeout_ms,
-        selected(nfds, [rd, wr, ex], asked, r),
-    );
-    r
+        timeval_ms(timeout),
+        // SAFETY: see above.
+        || unsafe { real::select(nfds, rd, wr, ex, timeout) },
+        |r| selected(nfds, [rd, wr, ex], asked, r),
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -398,21 +408,14 @@ pub unsafe extern "C" fn pselect(
     timeout: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for pselect.
-        return unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) };
-    };
-    let timeout_ms = timespec_ms(timeout);
     let asked = read_interest(rd);
-    // SAFETY: as above.
-    let r = unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) };
-    w.finish(
+    waited(
         Call::Pselect,
-        r,
-        timeout_ms,
-        selected(nfds, [rd, wr, ex], asked, r),
-    );
-    r
+        timespec_ms(timeout),
+        // SAFETY: see above.
+        || unsafe { real::pselect(nfds, rd, wr, ex, timeout, sigmask) },
+        |r| selected(nfds, [rd, wr, ex], asked, r),
+    )
 }
 
 /// The tracked sockets an epoll wait reported, through their registered data. (epoll's
@@ -439,14 +442,13 @@ pub unsafe extern "C" fn epoll_wait(
     maxevents: c_int,
     timeout: c_int,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for epoll_wait.
-        return unsafe { real::epoll_wait(epfd, events, maxevents, timeout) };
-    };
-    // SAFETY: as above.
-    let r = unsafe { real::epoll_wait(epfd, events, maxevents, timeout) };
-    w.finish(Call::EpollWait, r, i64::from(timeout), epolled(events, r));
-    r
+    waited(
+        Call::EpollWait,
+        i64::from(timeout),
+        // SAFETY: see above.
+        || unsafe { real::epoll_wait(epfd, events, maxevents, timeout) },
+        |r| epolled(events, r),
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -457,16 +459,17 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for epoll_pwait.
-        return unsafe { real::epoll_pwait(epfd, events, maxevents, timeout, sigmask) };
-    };
-    // SAFETY: as above.
-    let r = unsafe { real::epoll_pwait(epfd, events, maxevents, timeout, sigmask) };
-    w.finish(Call::EpollPwait, r, i64::from(timeout), epolled(events, r));
-    r
+    waited(
+        Call::EpollPwait,
+        i64::from(timeout),
+        // SAFETY: see above.
+        || unsafe { real::epoll_pwait(epfd, events, maxevents, timeout, sigmask) },
+        |r| epolled(events, r),
+    )
 }
 
+/// glibc 2.35 and later; without it the lookup fails and the program gets ENOSYS, as it would
+/// from glibc.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_pwait2(
     epfd: c_int,
@@ -475,16 +478,13 @@ pub unsafe extern "C" fn epoll_pwait2(
     timeout: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    let Some(w) = begin() else {
-        // SAFETY: the caller upholds libc's contract for epoll_pwait2 (glibc 2.35; without it
-        // the lookup fails and the program gets ENOSYS, as it would from glibc).
-        return unsafe { real::epoll_pwait2(epfd, events, maxevents, timeout, sigmask) };
-    };
-    let timeout_ms = timespec_ms(timeout);
-    // SAFETY: as above.
-    let r = unsafe { real::epoll_pwait2(epfd, events, maxevents, timeout, sigmask) };
-    w.finish(Call::EpollPwait2, r, timeout_ms, epolled(events, r));
-    r
+    waited(
+        Call::EpollPwait2,
+        timespec_ms(timeout),
+        // SAFETY: see above.
+        || unsafe { real::epoll_pwait2(epfd, events, maxevents, timeout, sigmask) },
+        |r| epolled(events, r),
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
