@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, need_tool, netblame_path
+from conftest import ROOT, drop_first_segment, need_tool, netblame_path
 
 SERVER = ROOT / "tests" / "programs" / "http_server.py"
 MS = 1_000_000
@@ -237,3 +237,48 @@ def test_readme_asyncio_walkthrough(netns, tmp_path):
     with open(out / "tables" / "reads.csv") as f:
         answers = [row for row in csv.DictReader(f) if row["test"] and int(row["bytes"]) > 0]
     assert len(answers) == 22 and all(row["wait_api"] == "epoll_wait" for row in answers)
+
+
+FULL_BUFFER = """
+import socket, threading, time
+srv = socket.create_server(("127.0.0.1", 0))
+def slow_reader():
+    c, _ = srv.accept()
+    time.sleep(0.300)                     # reads nothing for 300 ms
+    while c.recv(1 << 20):
+        pass
+t = threading.Thread(target=slow_reader)
+t.start()
+s = socket.create_connection(srv.getsockname(), timeout=5)
+s.sendall(b"x" * (8 << 20))               # CPython polls for room before each send
+s.close()
+t.join()
+"""
+
+
+def test_a_send_that_waited_for_room_in_poll_is_timed_over_the_wait(netns, tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        sys.executable, "-c", FULL_BUFFER], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(out / "tables" / "sends.csv") as f:
+        sends = [row for row in csv.DictReader(f) if int(row["bytes"]) > 0]
+    assert sends and all(row["wait_api"] == "poll" for row in sends), sends[:3]
+    blocked = sum(int(row["send_blocked_ns"]) for row in sends)
+    in_calls = sum(int(row["t_return_ns"]) - int(row["t_call_ns"]) for row in sends)
+    # The 300 ms the reader slept are in the sends' waits, not in the send calls themselves.
+    assert 250 * MS <= blocked <= 400 * MS, (blocked, in_calls)
+    assert in_calls < 50 * MS, in_calls
+
+
+def test_an_event_loop_client_whose_answer_was_lost_waited_on_the_retransmission(netns, tmp_path):
+    """nftables drops the server's answer (one segment) after capture: nothing follows it to
+    trigger a fast retransmission, so the client waits for the retransmission timer; asyncio's
+    read is `loss`."""
+    drop_first_segment(netns, PORT, 400)
+    client = PY_ASYNCIO.replace("/slow", "/small")
+    client_reads, _, _ = run_with_server(netns, tmp_path, [sys.executable, "-c", client])
+    r = first_answer(client_reads)
+    assert r["verdict"] == "loss", brief(r)
+    assert r["wait_api"] == "epoll_wait", brief(r)
+    assert int(r["loss_delay_ns"]) >= 150 * MS and int(r["retransmitted_bytes"]) > 0, brief(r)

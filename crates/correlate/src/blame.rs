@@ -303,6 +303,9 @@ pub struct SendTiming {
     pub wire_delay_ns: Option<i64>,
     /// When the wire delay reached the threshold: what the capture shows held the bytes back.
     pub held_by: Option<HeldBy>,
+    /// A non-blocking send after a wait that reported the socket writable: `send_blocked_ns`
+    /// runs from that wait's call (the program waited for room in the send buffer).
+    pub wait: Option<WaitWindow>,
 }
 
 impl SendTiming {
@@ -315,7 +318,17 @@ impl SendTiming {
             first_sent_ns: None,
             wire_delay_ns: None,
             held_by: None,
+            wait: None,
         }
+    }
+
+    /// Times the send over the writability wait before it.
+    fn after_wait(mut self, c: &SocketCall, wait: Option<WaitWindow>) -> SendTiming {
+        if let Some(w) = wait {
+            self.send_blocked_ns = (c.t_return_ns - w.call_ns).max(0);
+            self.wait = Some(w);
+        }
+        self
     }
 }
 
@@ -525,6 +538,8 @@ struct StreamState {
     last_send_return: i64,
     /// A non-blocking connect not yet reported done (index in `Blame::connects`).
     pending_connect: Option<usize>,
+    /// The first wait that reported the socket writable since the last send.
+    write_wait: Option<WaitWindow>,
 }
 
 /// Waits kept per socket for reads to come: more only pile up in a program that waits and
@@ -663,6 +678,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             &mut no_stream
         };
         let joined = st.joined;
+        let mut wait_used = false;
         if let Some(i) = st.pending_connect {
             // A non-blocking connect is done when a wait reports the socket writable (or in
             // error), or, without such a wait, when the program goes on to use it.
@@ -675,6 +691,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             };
             if let Some((done_ns, wait)) = done {
                 st.pending_connect = None;
+                wait_used = wait.is_some();
                 let t = &mut out.connects[i];
                 t.done_ns = done_ns;
                 (t.wait_api, t.wait_call_ns) = (wait.map(|w| w.0), wait.map(|w| w.1));
@@ -693,8 +710,22 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         } else {
             None
         };
+        let write_wait = if c.kind == CallKind::Send {
+            st.write_wait.take().filter(|w| w.return_ns <= c.t_call_ns)
+        } else {
+            None
+        };
         match (c.kind, joined) {
-            (CallKind::Wait, _) => st.waited(c),
+            (CallKind::Wait, _) => {
+                st.waited(c);
+                if c.ready & READY_WRITE != 0 && !wait_used && st.write_wait.is_none() {
+                    st.write_wait = Some(WaitWindow {
+                        api: c.api,
+                        call_ns: c.t_call_ns,
+                        return_ns: c.t_return_ns,
+                    });
+                }
+            }
             (CallKind::Recv, Some(Joined::Udp(u))) => {
                 out.reads
                     .push(udp_read(analysis, &mut udp[u], idx, c, wait, threshold_ns));
@@ -706,12 +737,15 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 let found = (c.bytes >= 0)
                     .then(|| udp[u].take(false, c.bytes))
                     .flatten();
-                out.sends.push(SendTiming {
-                    flow_id: found.map(|(_, fi)| analysis.flows[fi].id),
-                    first_sent_ns: found.map(|(t, _)| t),
-                    wire_delay_ns: found.map(|(t, _)| t - c.t_return_ns),
-                    ..SendTiming::unjoined(idx, c)
-                });
+                out.sends.push(
+                    SendTiming {
+                        flow_id: found.map(|(_, fi)| analysis.flows[fi].id),
+                        first_sent_ns: found.map(|(t, _)| t),
+                        wire_delay_ns: found.map(|(t, _)| t - c.t_return_ns),
+                        ..SendTiming::unjoined(idx, c)
+                    }
+                    .after_wait(c, write_wait),
+                );
             }
             (CallKind::Recv, _) if c.tcp => {
                 let mut r = read_blame(analysis, idx, c, joined, wait, &mut st.hints[0]);
@@ -750,14 +784,10 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                     st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
                     st.request_first_send.get_or_insert(out.sends.len());
                 }
-                out.sends.push(tcp_send(
-                    analysis,
-                    idx,
-                    c,
-                    joined,
-                    threshold_ns,
-                    &mut st.hints[1],
-                ));
+                out.sends.push(
+                    tcp_send(analysis, idx, c, joined, threshold_ns, &mut st.hints[1])
+                        .after_wait(c, write_wait),
+                );
             }
             (CallKind::Recv, _) => out.reads.push(ReadBlame::unjoined(
                 idx,
@@ -767,7 +797,9 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                     Verdict::NoData
                 },
             )),
-            (CallKind::Send, _) => out.sends.push(SendTiming::unjoined(idx, c)),
+            (CallKind::Send, _) => out
+                .sends
+                .push(SendTiming::unjoined(idx, c).after_wait(c, write_wait)),
             _ => {}
         }
     }

@@ -155,6 +155,16 @@ pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             Option<&str>,
             s.iter().map(|b| b.held_by.map(|h| h.as_str()))
         ),
+        col!(
+            "wait_api",
+            Option<&str>,
+            s.iter().map(|b| b.wait.map(|w| w.api))
+        ),
+        col!(
+            "wait_call_ns",
+            Option<i64>,
+            s.iter().map(|b| b.wait.map(|w| w.call_ns))
+        ),
     ]);
     frame("sends", s.len(), columns)
 }
