@@ -129,6 +129,7 @@ def assert_peer_slow(reads, api):
     peer, answered = int(r["peer_wait_ns"]), int(row["response_ns"])
     in_send_after_wire = max([0] + [int(s["t_return_ns"]) - int(s["first_sent_ns"])
                                     for s in row["sends"] if s["first_sent_ns"]])
+    print(f"\n{api}: peer {peer / MS:.3f} ms, server on the wire {answered / MS:.3f} ms")
     assert peer <= answered + 2 * MS, (peer, answered, r)
     assert THINK_MS * MS - 2 * MS - in_send_after_wire <= peer <= THINK_MS * MS + 20 * MS, (in_send_after_wire, r)
     assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < 5 * MS, r
