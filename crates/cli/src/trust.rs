@@ -173,14 +173,9 @@ fn check_file(path: &Path, file: &File, owners: &Owners) -> Result<(), TrustErro
 fn open_nofollow(path: &Path) -> Result<File, TrustError> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags::O_NOFOLLOW)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)
         .map_err(io_err(path))
-}
-
-/// Open flags std does not name.
-mod libc_flags {
-    pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
 }
 
 /// LD_PRELOAD's separators cannot appear in the path.
@@ -201,7 +196,7 @@ pub fn install_interposer(dir: &Path, owners: &Owners) -> Result<PathBuf, TrustE
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true) // O_CREAT | O_EXCL: never an existing file or link
-        .custom_flags(libc_flags::O_NOFOLLOW)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .mode(0o444)
         .open(&path)
         .map_err(io_err(&path))?;

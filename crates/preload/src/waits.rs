@@ -86,10 +86,14 @@ fn remember(fd: c_int, datum: u64) {
     // Full around this datum: its waits go unrecorded (a program with over 16 k tokens here).
 }
 
-/// Forgets `fd`'s registration (epoll_ctl DEL, or the fd closed).
+/// Forgets `fd`'s registration (epoll_ctl DEL, or the fd closed). Every close comes here: a
+/// load first, and the read-modify-write only for a registered fd.
 pub fn forget(fd: c_int) {
     if let Some(i) = slot(fd) {
-        HAS_DATUM[i / 64].fetch_and(!(1 << (i % 64)), Ordering::AcqRel);
+        let bit = 1 << (i % 64);
+        if HAS_DATUM[i / 64].load(Ordering::Relaxed) & bit != 0 {
+            HAS_DATUM[i / 64].fetch_and(!bit, Ordering::AcqRel);
+        }
     }
 }
 
