@@ -72,7 +72,8 @@ impl<W: Write> PacketSink for PcapWriter<W> {
 #[derive(Debug)]
 pub struct PcapngWriter<W: Write> {
     out: W,
-    snaplen: u32,
+    /// Per interface id.
+    snaplens: Vec<u32>,
 }
 
 fn block(out: &mut impl Write, block_type: u32, body: &[u8]) -> io::Result<()> {
@@ -92,6 +93,18 @@ fn option(buf: &mut Vec<u8>, code: u16, value: &[u8]) {
     buf.resize(buf.len() + (4 - value.len() % 4) % 4, 0);
 }
 
+/// An interface description block with nanosecond timestamps.
+fn idb(out: &mut impl Write, link_type: u16, snaplen: u32, iface: &str) -> io::Result<()> {
+    let mut idb = Vec::new();
+    idb.extend_from_slice(&link_type.to_le_bytes());
+    idb.extend_from_slice(&0u16.to_le_bytes());
+    idb.extend_from_slice(&snaplen.to_le_bytes());
+    option(&mut idb, 2, iface.as_bytes()); // if_name
+    option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
+    option(&mut idb, 0, &[]);
+    block(out, 1, &idb)
+}
+
 impl<W: Write> PcapngWriter<W> {
     /// Writes the section header and the interface description for `link_type`.
     pub fn new(mut out: W, link_type: u16, snaplen: u32, iface: &str) -> io::Result<Self> {
@@ -107,15 +120,11 @@ impl<W: Write> PcapngWriter<W> {
         ); // shb_userappl
         option(&mut shb, 0, &[]);
         block(&mut out, 0x0a0d_0d0a, &shb)?;
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&link_type.to_le_bytes());
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&snaplen.to_le_bytes());
-        option(&mut idb, 2, iface.as_bytes()); // if_name
-        option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
-        option(&mut idb, 0, &[]);
-        block(&mut out, 1, &idb)?;
-        Ok(PcapngWriter { out, snaplen })
+        idb(&mut out, link_type, snaplen, iface)?;
+        Ok(PcapngWriter {
+            out,
+            snaplens: vec![snaplen],
+        })
     }
 
     /// Flushes and returns the inner writer.
@@ -125,23 +134,61 @@ impl<W: Write> PcapngWriter<W> {
     }
 }
 
-impl<W: Write> PacketSink for PcapngWriter<W> {
-    fn write_packet(&mut self, ts_ns: i64, data: &[u8], orig_len: u32) -> io::Result<()> {
-        let caplen = data.len().min(self.snaplen as usize);
+impl<W: Write> PcapngWriter<W> {
+    /// Declares another interface (a capture file can hold frames of several link types);
+    /// returns its id for [`PcapngWriter::write_enhanced`]. The first one, made by `new`, is 0.
+    pub fn add_interface(&mut self, link_type: u16, snaplen: u32, iface: &str) -> io::Result<u32> {
+        self.snaplens.push(snaplen);
+        idb(&mut self.out, link_type, snaplen, iface)?;
+        Ok(self.snaplens.len() as u32 - 1)
+    }
+
+    /// Appends an enhanced packet block on interface `iface` with an `opt_comment` per comment
+    /// (Wireshark shows them as `frame.comment`).
+    pub fn write_enhanced(
+        &mut self,
+        iface: u32,
+        ts_ns: i64,
+        data: &[u8],
+        orig_len: u32,
+        comments: &[&str],
+    ) -> io::Result<()> {
+        let snaplen = self.snaplens.get(iface as usize).copied().unwrap_or(0);
+        let caplen = data.len().min(snaplen as usize);
         let ts = ts_ns.max(0) as u64;
         let mut head = [0u8; 20];
+        head[0..4].copy_from_slice(&iface.to_le_bytes());
         head[4..8].copy_from_slice(&((ts >> 32) as u32).to_le_bytes());
         head[8..12].copy_from_slice(&(ts as u32).to_le_bytes());
         head[12..16].copy_from_slice(&(caplen as u32).to_le_bytes());
         head[16..20].copy_from_slice(&orig_len.max(caplen as u32).to_le_bytes());
         let pad = (4 - caplen % 4) % 4;
-        let len = (12 + 20 + caplen + pad) as u32;
+        let mut options = Vec::new();
+        for c in comments {
+            // An option's length is 16 bits: a longer comment is cut at a character boundary.
+            let mut end = c.len().min(u16::MAX as usize - 3);
+            while !c.is_char_boundary(end) {
+                end -= 1;
+            }
+            option(&mut options, 1, &c.as_bytes()[..end]); // opt_comment
+        }
+        if !options.is_empty() {
+            option(&mut options, 0, &[]);
+        }
+        let len = (12 + 20 + caplen + pad + options.len()) as u32;
         self.out.write_all(&6u32.to_le_bytes())?;
         self.out.write_all(&len.to_le_bytes())?;
         self.out.write_all(&head)?;
         self.out.write_all(&data[..caplen])?;
         self.out.write_all(&[0u8; 3][..pad])?;
+        self.out.write_all(&options)?;
         self.out.write_all(&len.to_le_bytes())
+    }
+}
+
+impl<W: Write> PacketSink for PcapngWriter<W> {
+    fn write_packet(&mut self, ts_ns: i64, data: &[u8], orig_len: u32) -> io::Result<()> {
+        self.write_enhanced(0, ts_ns, data, orig_len, &[])
     }
 
     fn finish(&mut self, kernel_drops: Option<u64>, end_ts_ns: i64) -> io::Result<()> {

@@ -5,10 +5,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use netblame_correlate::{blame, AnalyzerConfig, Blame, SocketCall};
+use indicatif::{ProgressBar, ProgressStyle};
+use netblame_capture::{CaptureReader, PcapngWriter};
+use netblame_correlate::{blame, Analysis, Analyzer, AnalyzerConfig, Blame, SocketCall};
 use netblame_export::TableFormat;
 use netblame_instrument::{LogContents, LogError};
-use netblame_report::socket_calls;
+use netblame_report::{detail::PacketPass, perfetto::TraceWriter, socket_calls};
 
 use crate::{AnalyzeArgs, UsageError};
 
@@ -45,10 +47,37 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             threshold_ms: args.threshold_ms,
             csv: args.csv.as_deref(),
             parquet: args.parquet.as_deref(),
+            renders: Renders {
+                html: args.html.as_deref(),
+                perfetto: args.perfetto.as_deref(),
+                annotate: args.annotate.as_deref(),
+                annotate_all: args.all,
+            },
         },
         &mut io::stdout().lock(),
     )
 }
+
+/// The pictures of a run (`crates/report`): files to write, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Renders<'a> {
+    pub html: Option<&'a Path>,
+    pub perfetto: Option<&'a Path>,
+    pub annotate: Option<&'a Path>,
+    /// Comment every read's first packet, not only the listed reads'.
+    pub annotate_all: bool,
+}
+
+impl Renders<'_> {
+    fn any(&self) -> bool {
+        self.html.is_some() || self.perfetto.is_some() || self.annotate.is_some()
+    }
+}
+
+/// The names a run directory gives its pictures.
+pub const RUN_HTML: &str = "report.html";
+pub const RUN_PERFETTO: &str = "trace.pftrace";
+pub const RUN_ANNOTATED: &str = "capture-annotated.pcapng";
 
 /// One analysis: its inputs and where its tables go.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +91,30 @@ pub struct Job<'a> {
     pub threshold_ms: f64,
     pub csv: Option<&'a Path>,
     pub parquet: Option<&'a Path>,
+    pub renders: Renders<'a>,
+}
+
+/// Progress on stderr: drawn only when stderr is a terminal (indicatif hides it otherwise).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:32}] {bytes}/{total_bytes} {elapsed}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A spinner for a step whose length is unknown.
+fn step(what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
 }
 
 /// Analyses a capture and its events; prints the report to `out`.
@@ -73,6 +126,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
             keep_packets: tables,
         },
     )?;
+    let reading = step("reading the socket events");
     let contents = match netblame_instrument::read_events(job.events) {
         Err(LogError::NoLogs { .. }) if job.events_optional => LogContents::default(),
         other => other?,
@@ -85,8 +139,11 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     }
     let lost = contents.lost;
     let netblame_report::Calls { calls, rejected } = socket_calls(contents.events);
+    reading.finish_and_clear();
     let threshold_ns = (job.threshold_ms * 1e6) as i64;
+    let joining = step("joining reads to packets");
     let result = blame(&analysis, &calls, threshold_ns);
+    joining.finish_and_clear();
     let outputs: Vec<(&Path, TableFormat)> = [
         (job.csv, TableFormat::Csv),
         (job.parquet, TableFormat::Parquet),
@@ -94,12 +151,138 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     .into_iter()
     .filter_map(|(dir, format)| Some((dir?, format)))
     .collect();
-    write_tables(&outputs, &analysis, &calls, &result)?;
+    if !outputs.is_empty() {
+        let writing = step("writing the tables");
+        write_tables(&outputs, &analysis, &calls, &result)?;
+        writing.finish_and_clear();
+    }
     let caveats = netblame_report::Caveats {
         lost: &lost,
         rejected_events: rejected,
     };
+    if job.renders.any() {
+        render(job, &analysis, &calls, &result, &caveats)?;
+    }
     netblame_report::write_text(out, &analysis, &calls, &result, job.threshold_ms, &caveats)?;
+    Ok(())
+}
+
+/// Creates an output file, naming it in the error.
+fn create(path: &Path) -> Result<io::BufWriter<std::fs::File>> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(io::BufWriter::with_capacity(1 << 20, file))
+}
+
+/// Writes the pictures: a second pass over the capture finds the packets behind the listed
+/// reads (and streams every packet into the Perfetto trace, and every frame into the
+/// annotated copy), then the HTML page is drawn from what it kept.
+fn render(
+    job: &Job,
+    analysis: &Analysis,
+    calls: &[SocketCall],
+    result: &Blame,
+    caveats: &netblame_report::Caveats,
+) -> Result<()> {
+    let r = &job.renders;
+    let mut pass = PacketPass::new(analysis, calls, result, r.annotate_all);
+    let mut trace = match r.perfetto {
+        Some(p) => Some(
+            TraceWriter::new(create(p)?, analysis, calls, result)
+                .with_context(|| format!("writing {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut annotated: Option<(PcapngWriter<io::BufWriter<std::fs::File>>, Vec<u16>)> = None;
+    let mut reader = CaptureReader::open(job.capture)?;
+    let size = std::fs::metadata(job.capture).map_or(0, |m| m.len());
+    let bar = progress(size, "drawing");
+    let mut analyzer = Analyzer::new(AnalyzerConfig { keep_packets: true });
+    let mut frame = 0u64;
+    while let Some(p) = reader.next_packet()? {
+        frame += 1;
+        if frame % 8192 == 0 {
+            bar.set_position(p.file_offset);
+        }
+        analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
+        for rec in analyzer.drain_packets() {
+            let links = pass.packet(frame, &rec);
+            if let Some(t) = trace.as_mut() {
+                t.packet(frame, &rec, links)?;
+            }
+        }
+        if let Some(path) = r.annotate {
+            let comments = pass.take_comments();
+            let (w, ifaces) = match annotated.as_mut() {
+                Some(a) => a,
+                None => annotated.insert((
+                    PcapngWriter::new(
+                        create(path)?,
+                        p.link_type,
+                        netblame_capture::MAX_RECORD_LEN,
+                        "capture",
+                    )?,
+                    vec![p.link_type],
+                )),
+            };
+            let iface = match ifaces.iter().position(|&l| l == p.link_type) {
+                Some(i) => i as u32,
+                None => {
+                    ifaces.push(p.link_type);
+                    w.add_interface(p.link_type, netblame_capture::MAX_RECORD_LEN, "capture")?
+                }
+            };
+            let comments: Vec<&str> = comments.iter().map(String::as_str).collect();
+            w.write_enhanced(iface, p.ts_ns, p.data, p.orig_len, &comments)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(t) = trace {
+        t.finish()?;
+    }
+    match (annotated, r.annotate) {
+        (Some((w, _)), _) => {
+            w.into_inner()?;
+        }
+        // An empty capture: a pcapng with no packets.
+        (None, Some(path)) => {
+            PcapngWriter::new(
+                create(path)?,
+                1,
+                netblame_capture::MAX_RECORD_LEN,
+                "capture",
+            )?
+            .into_inner()?;
+        }
+        (None, None) => {}
+    }
+    let detail = pass.finish();
+    if let Some(path) = r.html {
+        let title = job
+            .capture
+            .parent()
+            .and_then(|d| d.file_name())
+            .map_or_else(
+                || job.capture.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+        let mut out = create(path)?;
+        netblame_report::html::write_html(
+            &mut out,
+            analysis,
+            calls,
+            result,
+            &detail,
+            &netblame_report::html::Page {
+                title: &title,
+                threshold_ms: job.threshold_ms,
+                caveats,
+            },
+        )
+        .and_then(|()| out.flush())
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

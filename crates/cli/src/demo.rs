@@ -255,6 +255,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             threshold_ms: 1.0,
             csv: Some(&tables),
             parquet: Some(&tables),
+            renders: crate::analyze::Renders {
+                html: Some(&out.join(crate::analyze::RUN_HTML)),
+                perfetto: Some(&out.join(crate::analyze::RUN_PERFETTO)),
+                annotate: Some(&out.join(crate::analyze::RUN_ANNOTATED)),
+                annotate_all: false,
+            },
         },
         &mut text,
     )?;
@@ -299,6 +305,12 @@ fn shipped(args: &DemoArgs) -> Result<()> {
             threshold_ms: 1.0,
             csv: None,
             parquet: None,
+            renders: crate::analyze::Renders {
+                html: Some(&dir.join(crate::analyze::RUN_HTML)),
+                perfetto: Some(&dir.join(crate::analyze::RUN_PERFETTO)),
+                annotate: Some(&dir.join(crate::analyze::RUN_ANNOTATED)),
+                annotate_all: false,
+            },
         },
         &mut text,
     )?;

@@ -16,9 +16,17 @@ use netblame_report::fmt::{bytes, duration, opt_duration};
 pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis, FileStats)> {
     let mut reader = CaptureReader::open(path)?;
     let mut analyzer = Analyzer::new(config);
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let bar = crate::analyze::progress(size, "reading the capture");
+    let mut frames = 0u32;
     while let Some(p) = reader.next_packet()? {
+        frames = frames.wrapping_add(1);
+        if frames % 8192 == 0 {
+            bar.set_position(p.file_offset);
+        }
         analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
     }
+    bar.finish_and_clear();
     let stats = reader.stats().clone();
     if let Some(offset) = stats.truncated_at {
         eprintln!(

@@ -73,6 +73,19 @@ pub struct AnalyzeArgs {
     /// Write the reads, flows and packets tables as Parquet into this directory.
     #[arg(long, value_name = "DIR")]
     pub parquet: Option<PathBuf>,
+    /// Write the report as one HTML page (graphs of the slowest reads; opens from disk).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write a Perfetto trace (open it in ui.perfetto.dev or trace_processor).
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Write the capture as pcapng with a comment on the packet that carried the first byte of
+    /// each listed read (Wireshark: the `pkt_comment` filter, `frame.comment`).
+    #[arg(long, value_name = "FILE")]
+    pub annotate: Option<PathBuf>,
+    /// With --annotate: comment every read's first packet, not only the listed reads'.
+    #[arg(long, requires = "annotate")]
+    pub all: bool,
 }
 
 /// An invocation error: printed, then exit status 2.

@@ -349,6 +349,12 @@ fn report(
         threshold_ms: 1.0,
         csv: Some(&tables),
         parquet: Some(&tables),
+        renders: crate::analyze::Renders {
+            html: Some(&out.join(crate::analyze::RUN_HTML)),
+            perfetto: Some(&out.join(crate::analyze::RUN_PERFETTO)),
+            annotate: Some(&out.join(crate::analyze::RUN_ANNOTATED)),
+            annotate_all: false,
+        },
     };
     match crate::analyze::analyze(&job, &mut text) {
         Ok(()) => {

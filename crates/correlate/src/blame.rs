@@ -826,9 +826,15 @@ fn tcp_flow(
         .copied()
         .rfind(|&i| analysis.flows[i].first_ts_ns <= c.t_return_ns + 1_000_000)
         .or_else(|| cands.first().copied())?;
-    let f = &analysis.flows[i];
-    let peer_dir = usize::from(SocketAddr::new(f.endpoints[0].addr, f.endpoints[0].port) != peer);
+    let peer_dir = peer_direction(&analysis.flows[i], peer);
     Some(Joined::Tcp { flow: i, peer_dir })
+}
+
+/// The direction of `flow` that `peer` sends (0: endpoint a's, 1: endpoint b's): the one that
+/// carries the bytes a program talking to `peer` reads.
+pub fn peer_direction(flow: &Flow, peer: SocketAddr) -> usize {
+    let a = flow.endpoints[0];
+    usize::from(SocketAddr::new(a.addr, a.port) != canonical(peer))
 }
 
 /// The peer's time to answer: its first captured transmission of the read's first byte minus

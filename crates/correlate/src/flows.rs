@@ -670,6 +670,12 @@ impl Analyzer {
         }
     }
 
+    /// The packet records kept since the last call (with `keep_packets`), in capture order: a
+    /// second pass over a capture takes them frame by frame instead of holding them all.
+    pub fn drain_packets(&mut self) -> std::vec::Drain<'_, PacketRecord> {
+        self.packets.drain(..)
+    }
+
     /// Ends the pass: counts the holes never filled.
     pub fn finish(mut self) -> Analysis {
         for flow in &mut self.flows {

@@ -5,7 +5,10 @@
 
 #![deny(unsafe_code)]
 
+pub mod detail;
 pub mod fmt;
+pub mod html;
+pub mod perfetto;
 
 use std::io::{self, Write};
 
