@@ -280,3 +280,46 @@ fn pcapng_writer_round_trips_through_the_reader() {
     assert_eq!(pkts[1].1.len(), 160, "cut to the snaplen");
     assert_eq!(stats.kernel_drops, Some(3));
 }
+
+#[test]
+fn pcapng_comments_and_a_second_interface() {
+    let mut w = PcapngWriter::new(Vec::new(), 1, 262_144, "capture").unwrap();
+    let lo = w.add_interface(276, 262_144, "capture").unwrap();
+    assert_eq!(lo, 1);
+    // Lengths that need padding, a multi-byte character, two comments on one packet.
+    w.write_enhanced(
+        0,
+        1_000_000_000_000_000_001,
+        b"abc",
+        3,
+        &["read by pid 1 µs", "and another"],
+    )
+    .unwrap();
+    w.write_enhanced(lo, 1_000_000_000_000_000_002, b"defgh", 9, &[])
+        .unwrap();
+    let bytes = w.into_inner().unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("read by pid 1 µs") && text.contains("and another"));
+    let mut r = CaptureReader::new(Cursor::new(bytes), "t.pcapng").unwrap();
+    let p = r.next_packet().unwrap().unwrap();
+    assert_eq!(
+        (p.ts_ns, p.data, p.orig_len, p.link_type),
+        (1_000_000_000_000_000_001, &b"abc"[..], 3, 1)
+    );
+    let p = r.next_packet().unwrap().unwrap();
+    assert_eq!(
+        (p.ts_ns, p.data, p.orig_len, p.link_type),
+        (1_000_000_000_000_000_002, &b"defgh"[..], 9, 276)
+    );
+    assert!(r.next_packet().unwrap().is_none());
+}
+
+#[test]
+fn pcapng_comment_longer_than_an_option_is_cut_at_a_character() {
+    let mut w = PcapngWriter::new(Vec::new(), 1, 100, "capture").unwrap();
+    let long = "é".repeat(40_000); // 80,000 bytes: more than a 16-bit option length
+    w.write_enhanced(0, 1, b"x", 1, &[&long]).unwrap();
+    let bytes = w.into_inner().unwrap();
+    let (pkts, _) = read_all(bytes).unwrap();
+    assert_eq!(pkts, vec![(1, b"x".to_vec(), 1)]);
+}

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use netblame_capture::{CaptureReader, PcapngWriter};
-use netblame_correlate::{blame, Analysis, Analyzer, AnalyzerConfig, Blame, SocketCall};
+use netblame_capture::CaptureReader;
+use netblame_correlate::{blame, Analysis, AnalyzerConfig, Blame, SocketCall};
 use netblame_export::TableFormat;
 use netblame_instrument::{LogContents, LogError};
-use netblame_report::{detail::PacketPass, perfetto::TraceWriter, socket_calls};
+use netblame_report::{pass, perfetto::TraceWriter, socket_calls};
 
 use crate::{AnalyzeArgs, UsageError};
 
@@ -185,79 +185,26 @@ fn render(
     caveats: &netblame_report::Caveats,
 ) -> Result<()> {
     let r = &job.renders;
-    let mut pass = PacketPass::new(analysis, calls, result, r.annotate_all);
-    let mut trace = match r.perfetto {
+    let trace = match r.perfetto {
         Some(p) => Some(
             TraceWriter::new(create(p)?, analysis, calls, result)
                 .with_context(|| format!("writing {}", p.display()))?,
         ),
         None => None,
     };
-    let mut annotated: Option<(PcapngWriter<io::BufWriter<std::fs::File>>, Vec<u16>)> = None;
+    let outputs = pass::PassOutputs {
+        trace,
+        annotated: r.annotate.map(create).transpose()?,
+        comment_all: r.annotate_all,
+    };
     let mut reader = CaptureReader::open(job.capture)?;
     let size = std::fs::metadata(job.capture).map_or(0, |m| m.len());
     let bar = progress(size, "drawing");
-    let mut analyzer = Analyzer::new(AnalyzerConfig { keep_packets: true });
-    let mut frame = 0u64;
-    while let Some(p) = reader.next_packet()? {
-        frame += 1;
-        if frame % 8192 == 0 {
-            bar.set_position(p.file_offset);
-        }
-        analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
-        for rec in analyzer.drain_packets() {
-            let links = pass.packet(frame, &rec);
-            if let Some(t) = trace.as_mut() {
-                t.packet(frame, &rec, links)?;
-            }
-        }
-        if let Some(path) = r.annotate {
-            let comments = pass.take_comments();
-            let (w, ifaces) = match annotated.as_mut() {
-                Some(a) => a,
-                None => annotated.insert((
-                    PcapngWriter::new(
-                        create(path)?,
-                        p.link_type,
-                        netblame_capture::MAX_RECORD_LEN,
-                        "capture",
-                    )?,
-                    vec![p.link_type],
-                )),
-            };
-            let iface = match ifaces.iter().position(|&l| l == p.link_type) {
-                Some(i) => i as u32,
-                None => {
-                    ifaces.push(p.link_type);
-                    w.add_interface(p.link_type, netblame_capture::MAX_RECORD_LEN, "capture")?
-                }
-            };
-            let comments: Vec<&str> = comments.iter().map(String::as_str).collect();
-            w.write_enhanced(iface, p.ts_ns, p.data, p.orig_len, &comments)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-    }
+    let detail = pass::second_pass(&mut reader, analysis, calls, result, outputs, |at| {
+        bar.set_position(at)
+    })
+    .with_context(|| format!("{}", job.capture.display()))?;
     bar.finish_and_clear();
-    if let Some(t) = trace {
-        t.finish()?;
-    }
-    match (annotated, r.annotate) {
-        (Some((w, _)), _) => {
-            w.into_inner()?;
-        }
-        // An empty capture: a pcapng with no packets.
-        (None, Some(path)) => {
-            PcapngWriter::new(
-                create(path)?,
-                1,
-                netblame_capture::MAX_RECORD_LEN,
-                "capture",
-            )?
-            .into_inner()?;
-        }
-        (None, None) => {}
-    }
-    let detail = pass.finish();
     if let Some(path) = r.html {
         let title = job
             .capture

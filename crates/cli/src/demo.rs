@@ -268,8 +268,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     crate::run::give_to_invoker(&out)?;
     std::io::stdout().write_all(&text)?;
     eprintln!(
-        "\nThe run is in {}: capture.pcap (open it in Wireshark), events/ (netblame events dump), \
-         tables/ (CSV and Parquet for pandas or polars), report.txt.",
+        "\nThe run is in {}: report.html (open it in a browser), trace.pftrace (ui.perfetto.dev), \
+         capture.pcap and capture-annotated.pcapng (Wireshark; filter pkt_comment for the reads), \
+         events/ (netblame events dump), tables/ (CSV and Parquet for pandas or polars), report.txt.",
         out.display()
     );
     Ok(())

@@ -4,7 +4,8 @@
 //!
 //! Each target runs the same code a user's command would on a file of those bytes, from memory:
 //! a capture through the reader, the frame decoder and the flow analysis; an event log; JSON
-//! Lines events; and `analyze` on a capture and events together, down to the text report.
+//! Lines events; and `analyze` on a capture and events together, down to the text report and
+//! the pictures (HTML page, Perfetto trace, annotated capture).
 
 #![deny(unsafe_code)]
 
@@ -97,5 +98,42 @@ pub fn analyze(data: &[u8]) {
         &result,
         1.0,
         &caveats,
+    );
+    renders(capture, &analysis, &calls.calls, &result, &caveats);
+}
+
+/// The pictures, as `analyze --html --perfetto --annotate --all` makes them: a second pass over
+/// the capture, the trace and the annotated copy written as it goes, then the page.
+fn renders(
+    capture: &[u8],
+    analysis: &Analysis,
+    calls: &[netblame_correlate::SocketCall],
+    result: &netblame_correlate::Blame,
+    caveats: &netblame_report::Caveats,
+) {
+    use netblame_report::{pass, perfetto::TraceWriter};
+    let Ok(mut reader) = CaptureReader::new(Cursor::new(capture), "fuzz.pcap") else {
+        return;
+    };
+    let outputs = pass::PassOutputs {
+        trace: TraceWriter::new(io::sink(), analysis, calls, result).ok(),
+        annotated: Some(io::sink()),
+        comment_all: true,
+    };
+    let Ok(detail) = pass::second_pass(&mut reader, analysis, calls, result, outputs, |_| ())
+    else {
+        return;
+    };
+    let _ = netblame_report::html::write_html(
+        &mut io::sink(),
+        analysis,
+        calls,
+        result,
+        &detail,
+        &netblame_report::html::Page {
+            title: "fuzz",
+            threshold_ms: 1.0,
+            caveats,
+        },
     );
 }

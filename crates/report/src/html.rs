@@ -1082,3 +1082,49 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
   });
 });
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_text_and_attributes() {
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn ticks_are_one_two_or_five_times_a_power_of_ten() {
+        assert_eq!(nice_step(6.0), 1.0);
+        assert_eq!(nice_step(60.0), 10.0);
+        assert_eq!(nice_step(9.0), 2.0);
+        assert_eq!(nice_step(25.0), 5.0);
+        assert_eq!(trim_float(0.0500), "0.05");
+        assert_eq!(trim_float(-0.0), "0");
+    }
+
+    #[test]
+    fn an_empty_run_is_a_whole_page() {
+        let mut out = Vec::new();
+        let caveats = Caveats::default();
+        write_html(
+            &mut out,
+            &Analysis::default(),
+            &[],
+            &Blame::default(),
+            &Detail::default(),
+            &Page {
+                title: "<empty>",
+                threshold_ms: 1.0,
+                caveats: &caveats,
+            },
+        )
+        .unwrap();
+        let page = String::from_utf8(out).unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+        assert!(page.contains("netblame: &lt;empty&gt;"));
+        assert!(!page.contains("http://") && !page.contains("https://"));
+    }
+}

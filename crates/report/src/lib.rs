@@ -1,6 +1,8 @@
-//! Renderings of an analysed run: the socket calls as the correlator takes them, and the text
+//! Renderings of an analysed run: the socket calls as the correlator takes them; the text
 //! report `netblame analyze` and `netblame run` print (one function per section, each writing
-//! to any `Write`). No I/O of its own beyond the writer it is given, so it can be fuzzed and
+//! to any `Write`); and the pictures: the HTML page (`html`), the Perfetto trace (`perfetto`)
+//! and the annotated capture, made from a second pass over the capture (`pass`, `detail`). No
+//! I/O of its own beyond the readers and writers it is given, so all of it is fuzzed and
 //! tested on its exact output.
 
 #![deny(unsafe_code)]
@@ -8,6 +10,7 @@
 pub mod detail;
 pub mod fmt;
 pub mod html;
+pub mod pass;
 pub mod perfetto;
 
 use std::io::{self, Write};

@@ -564,3 +564,57 @@ pub fn tcp_flags(flags: u8) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Trace` itself, to read back what the writer framed.
+    #[derive(Clone, PartialEq, Message)]
+    struct Trace {
+        #[prost(message, repeated, tag = "1")]
+        packet: Vec<TracePacket>,
+    }
+
+    #[test]
+    fn flags_as_tcpdump_prints_them() {
+        assert_eq!(tcp_flags(0x02), "S");
+        assert_eq!(tcp_flags(0x12), "S.");
+        assert_eq!(tcp_flags(0x18), "P.");
+        assert_eq!(tcp_flags(0x11), "F.");
+        assert_eq!(tcp_flags(0), "none");
+    }
+
+    #[test]
+    fn an_empty_run_is_a_valid_empty_trace() {
+        let w = TraceWriter::new(Vec::new(), &Analysis::default(), &[], &Blame::default()).unwrap();
+        assert_eq!(w.finish().unwrap(), TraceCounts::default());
+    }
+
+    #[test]
+    fn packets_are_framed_as_trace_packet_fields_with_exact_nanoseconds() {
+        let mut w =
+            TraceWriter::new(Vec::new(), &Analysis::default(), &[], &Blame::default()).unwrap();
+        let p = PacketRecord {
+            ts_ns: 1_796_000_000_123_456_789,
+            flow_id: 3,
+            dir: 1,
+            rel_seq: 1,
+            rel_ack: Some(1),
+            payload_len: 100,
+            flags: 0x18,
+            window: 65_535,
+            class: PacketClass::Retransmission,
+        };
+        w.packet(7, &p, &[4, 9]).unwrap();
+        let bytes = w.out.clone();
+        let trace = Trace::decode(&bytes[..]).unwrap();
+        assert_eq!(trace.packet.len(), 1);
+        let tp = &trace.packet[0];
+        assert_eq!(tp.timestamp, Some(1_796_000_000_123_456_789));
+        let e = tp.track_event.as_ref().unwrap();
+        assert_eq!(e.name.as_deref(), Some("retransmission"));
+        assert_eq!(e.track_uuid, Some(direction_track(3, 1)));
+        assert_eq!(e.flow_ids, vec![5, 10]);
+    }
+}
