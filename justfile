@@ -51,6 +51,12 @@ bench-analyze *ARGS: release
     cargo build --release -p netblame-cli --example gen_run
     python3 bench/bench_analyze.py {{ARGS}}
 
+# The pictures of a run (report.html, trace.pftrace, capture-annotated.pcapng): sizes, cost to
+# analyze, and load times in Chromium, Perfetto's schema and tshark, for the demo and a 1 M-read run.
+bench-renders *ARGS: release
+    cargo build --release -p netblame-cli --example gen_run
+    python3 bench/bench_renders.py {{ARGS}}
+
 # Install netblame into ~/.cargo/bin (the interposer is embedded in the binary).
 install:
     cargo install --locked --path crates/cli
