@@ -216,11 +216,38 @@ def perfetto_schema():
     return perfetto_trace_pb2
 
 
+class Interned:
+    """The strings a trace sends once (event names, categories, argument names) and refers to
+    by iid after, as Perfetto's trace processor resolves them."""
+
+    def __init__(self, trace):
+        self.names, self.cats, self.args = {}, {}, {}
+        for p in trace.packet:
+            if p.HasField("interned_data"):
+                d = p.interned_data
+                self.names.update((x.iid, x.name) for x in d.event_names)
+                self.cats.update((x.iid, x.name) for x in d.event_categories)
+                self.args.update((x.iid, x.name) for x in d.debug_annotation_names)
+
+    def name(self, e):
+        return e.name if e.HasField("name") else self.names[e.name_iid]
+
+    def category(self, e):
+        return self.cats[e.category_iids[0]] if e.category_iids else (e.categories[0] if e.categories else "")
+
+    def arg_names(self, e):
+        return {a.name if a.HasField("name") else self.args[a.name_iid] for a in e.debug_annotations}
+
+
 def test_perfetto_trace_matches_the_tables(run):
     pb = perfetto_schema()
     trace = pb.Trace()
     trace.ParseFromString(run.path("trace.pftrace").read_bytes())
     assert len(trace.packet) > 0
+    # One sequence; its first packet clears the incremental state that the interned strings use.
+    assert {p.trusted_packet_sequence_id for p in trace.packet} == {1}
+    assert trace.packet[0].sequence_flags & pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+    strings = Interned(trace)
 
     tracks = {}
     begins, instants = [], []
@@ -233,9 +260,9 @@ def test_perfetto_trace_matches_the_tables(run):
             e = p.track_event
             assert e.track_uuid in tracks, "an event on an undeclared track"
             if e.type == pb.TrackEvent.TYPE_SLICE_BEGIN:
-                begins.append((p.timestamp, e))
+                begins.append((p.timestamp, strings.category(e), e))
             elif e.type == pb.TrackEvent.TYPE_INSTANT:
-                instants.append((p.timestamp, e))
+                instants.append((p.timestamp, strings.category(e), e))
     ends = sum(1 for p in trace.packet if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_SLICE_END)
     assert ends == len(begins)
 
@@ -246,37 +273,36 @@ def test_perfetto_trace_matches_the_tables(run):
     directions = [t for t in tracks.values() if " -> " in t.name]
     assert len(directions) == 2 * len({f["flow_id"] for f in run.flows})
 
-    # A slice per read, send and connect, at the exact nanosecond the call was recorded.
-    cats = Counter(e.categories[0] for _, e in begins if e.categories)
+    # A slice per read, send, connect and wait, at the exact nanosecond the call was recorded.
+    cats = Counter(c for _, c, _ in begins)
     assert cats["read"] == len(run.reads)
     assert cats["send"] == len(run.sends)
     assert cats["connect"] == len(run.connects)
     assert cats["wait"] == len({(e["pid"], e["tid"], e["t_call_ns"], e["t_return_ns"])
                                 for e in run.events if e["kind"] == "wait"})
-    read_starts = sorted(ts for ts, e in begins if e.categories and e.categories[0] == "read")
+    read_starts = sorted(ts for ts, c, _ in begins if c == "read")
     assert read_starts == sorted(int(r["t_call_ns"]) for r in run.reads)
 
-    # A slice per read's verdict and parts as arguments.
-    some = next(e for _, e in begins if e.categories and e.categories[0] == "read")
-    names = {a.name for a in some.debug_annotations}
-    assert {"bytes", "offset", "verdict", "loss_ns", "peer_ns", "program_ns", "wakeup_ns"} <= names
+    # A read's slice carries its verdict and the parts of its time as arguments.
+    names = set().union(*(strings.arg_names(e) for _, c, e in begins if c == "read"))
+    assert {"bytes", "offset", "verdict", "peer_ns", "wakeup_ns"} <= names
 
     # An instant per captured packet (capture duplicates left out), retransmissions named.
-    packets = [e for _, e in instants if e.categories and e.categories[0] == "packet"]
+    packets = [e for _, c, e in instants if c == "packet"]
     assert len(packets) == sum(1 for p in run.packets if p["class"] != "capture-duplicate")
-    assert sum(1 for e in packets if e.name in RETRANSMITTED) == \
+    assert sum(1 for e in packets if strings.name(e) in RETRANSMITTED) == \
         sum(1 for p in run.packets if p["class"] in RETRANSMITTED)
 
     # Flow arrows: from the packets that carried a read's bytes to that read, one arrow chain per
     # read that has packets.
     started = {i for e in packets for i in e.flow_ids}
-    ended = {i for _, e in instants for i in e.terminating_flow_ids}
+    ended = {i for _, _, e in instants for i in e.terminating_flow_ids}
     assert started == ended
     assert len(ended) == sum(1 for r in run.reads if int(r["segments"] or 0) > 0)
 
     # Tests and their phases.
-    tests = [e for _, e in begins if e.categories and e.categories[0] == "test"]
-    assert {e.name for e in tests} == {r["test"] for r in run.reads + run.sends if r["test"]}
+    tests = [e for _, c, e in begins if c == "test"]
+    assert {strings.name(e) for e in tests} == {r["test"] for r in run.reads + run.sends if r["test"]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,8 +125,8 @@ pub struct Detail {
 pub struct PacketPass<'a> {
     calls: &'a [SocketCall],
     blame: &'a Blame,
-    /// TCP reads by (flow id, direction).
-    tcp: HashMap<(u32, u8), Ranges>,
+    /// TCP reads by flow (index: id - 1) and direction.
+    tcp: Vec<[Ranges; 2]>,
     /// UDP reads by (flow id, capture time of their datagram).
     udp: HashMap<(u32, i64), Vec<usize>>,
     /// Reads whose first byte's packet was seen already.
@@ -134,8 +134,8 @@ pub struct PacketPass<'a> {
     /// Which reads get a comment on their first byte's packet.
     comment: Vec<bool>,
     graphs: Vec<ReadGraph>,
-    /// Flow id -> graphs of reads on it.
-    graphs_by_flow: HashMap<u32, Vec<usize>>,
+    /// Graphs of reads on each flow (index: id - 1).
+    graphs_by_flow: Vec<Vec<usize>>,
     comments: Vec<String>,
     links: Vec<u64>,
     annotated: u64,
@@ -150,7 +150,7 @@ impl<'a> PacketPass<'a> {
         comment_all: bool,
     ) -> Self {
         let listed = listed_reads(calls, blame);
-        let mut tcp: HashMap<(u32, u8), Ranges> = HashMap::new();
+        let mut tcp: Vec<[Ranges; 2]> = vec![Default::default(); analysis.flows.len()];
         let mut udp: HashMap<(u32, i64), Vec<usize>> = HashMap::new();
         let mut dirs = vec![None; blame.reads.len()];
         // Only open events carry the addresses.
@@ -182,11 +182,9 @@ impl<'a> PacketPass<'a> {
             }
             dirs[i] = Some(d as u8);
             let (start, end) = positions(c);
-            tcp.entry((flow_id, d as u8))
-                .or_default()
-                .push((start, end, i));
+            tcp[flow_id as usize - 1][d].push((start, end, i));
         }
-        for ranges in tcp.values_mut() {
+        for ranges in tcp.iter_mut().flatten() {
             ranges.sort_unstable();
         }
         let mut comment = vec![comment_all; blame.reads.len()];
@@ -202,10 +200,13 @@ impl<'a> PacketPass<'a> {
                 graph_frame(calls, blame, i, dirs[i], request)
             })
             .collect();
-        let mut graphs_by_flow: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut graphs_by_flow: Vec<Vec<usize>> = vec![Vec::new(); analysis.flows.len()];
         for (g, &i) in listed.iter().enumerate() {
-            if let Some(f) = blame.reads[i].flow_id {
-                graphs_by_flow.entry(f).or_default().push(g);
+            if let Some(f) = blame.reads[i]
+                .flow_id
+                .filter(|&f| f as usize <= analysis.flows.len())
+            {
+                graphs_by_flow[f as usize - 1].push(g);
             }
         }
         PacketPass {
@@ -238,7 +239,11 @@ impl<'a> PacketPass<'a> {
                         self.links.push(i as u64);
                     }
                 }
-            } else if let Some(ranges) = self.tcp.get(&(p.flow_id, p.dir)) {
+            } else if let Some(ranges) = self
+                .tcp
+                .get((p.flow_id as usize).wrapping_sub(1))
+                .map(|r| &r[usize::from(p.dir & 1)])
+            {
                 let (start, end) = (p.rel_seq, p.rel_seq + i64::from(p.payload_len));
                 // Reads of one direction do not overlap: the first whose end is past `start`.
                 let mut k = ranges.partition_point(|r| r.1 <= start);
@@ -255,7 +260,10 @@ impl<'a> PacketPass<'a> {
                 }
             }
         }
-        if let Some(gs) = self.graphs_by_flow.get(&p.flow_id) {
+        if let Some(gs) = self
+            .graphs_by_flow
+            .get((p.flow_id as usize).wrapping_sub(1))
+        {
             for &g in gs {
                 let graph = &mut self.graphs[g];
                 let carries = graph.data_dir == Some(p.dir) && {

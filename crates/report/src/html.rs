@@ -140,10 +140,11 @@ pub fn write_html(
     overview(&mut h, &all);
     caveats(&mut h, analysis, b, page.caveats);
     tests_table(&mut h, calls, b);
-    connections_table(&mut h, analysis, calls, b);
+    let per_flow = summary::by_flow(calls, b);
+    connections_table(&mut h, analysis, &per_flow);
     slowest_table(&mut h, calls, b, d);
     graphs(&mut h, analysis, calls, b, d);
-    timelines(&mut h, analysis, calls, b, d);
+    timelines(&mut h, analysis, calls, b, d, &per_flow);
     let _ = write!(
         h,
         r#"<footer>netblame {version}. Times are the capture's and the program's CLOCK_REALTIME, in ns; the model is docs/timing-model.md. Hover a mark for its numbers; click a column to sort.</footer>
@@ -327,8 +328,11 @@ fn endpoints(analysis: &Analysis, flow: Option<u32>) -> String {
         })
 }
 
-fn connections_table(h: &mut String, analysis: &Analysis, calls: &[SocketCall], b: &Blame) {
-    let per_flow = summary::by_flow(calls, b);
+fn connections_table(
+    h: &mut String,
+    analysis: &Analysis,
+    per_flow: &BTreeMap<Option<u32>, Totals>,
+) {
     let mut rows: Vec<_> = per_flow.iter().collect();
     rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.blamed_ns()));
     let scale = rows.first().map_or(1, |(_, t)| t.blamed_ns().max(1));
@@ -846,9 +850,15 @@ fn packets(
     }
 }
 
-fn timelines(h: &mut String, analysis: &Analysis, calls: &[SocketCall], b: &Blame, d: &Detail) {
+fn timelines(
+    h: &mut String,
+    analysis: &Analysis,
+    calls: &[SocketCall],
+    b: &Blame,
+    d: &Detail,
+    per_flow: &BTreeMap<Option<u32>, Totals>,
+) {
     // The connections of the listed reads first, then the most time lost.
-    let per_flow = summary::by_flow(calls, b);
     let mut order: Vec<u32> = Vec::new();
     for &i in &d.listed {
         if let Some(f) = b.reads[i].flow_id {

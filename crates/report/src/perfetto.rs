@@ -23,8 +23,36 @@ pub struct TracePacket {
     pub trusted_packet_sequence_id: Option<u32>,
     #[prost(message, optional, tag = "11")]
     pub track_event: Option<TrackEvent>,
+    #[prost(message, optional, tag = "12")]
+    pub interned_data: Option<InternedData>,
+    /// 1: incremental state cleared (the first packet); 2: needs incremental state.
+    #[prost(uint32, optional, tag = "13")]
+    pub sequence_flags: Option<u32>,
     #[prost(message, optional, tag = "60")]
     pub track_descriptor: Option<TrackDescriptor>,
+}
+
+/// Strings sent once per trace and referred to by number (`iid`) after that.
+#[derive(Clone, PartialEq, Message)]
+pub struct InternedData {
+    #[prost(message, repeated, tag = "1")]
+    pub event_categories: Vec<InternedString>,
+    #[prost(message, repeated, tag = "2")]
+    pub event_names: Vec<InternedString>,
+    #[prost(message, repeated, tag = "3")]
+    pub debug_annotation_names: Vec<InternedString>,
+    #[prost(message, repeated, tag = "29")]
+    pub debug_annotation_string_values: Vec<InternedString>,
+}
+
+/// `EventCategory`, `EventName`, `DebugAnnotationName` and `InternedString` (whose field 2 is
+/// `bytes str`: the same wire format) share this shape.
+#[derive(Clone, PartialEq, Message)]
+pub struct InternedString {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -61,15 +89,17 @@ pub struct ThreadDescriptor {
 
 #[derive(Clone, PartialEq, Message)]
 pub struct TrackEvent {
+    #[prost(uint64, repeated, packed = "false", tag = "3")]
+    pub category_iids: Vec<u64>,
     #[prost(message, repeated, tag = "4")]
     pub debug_annotations: Vec<DebugAnnotation>,
     /// 1 slice begin, 2 slice end, 3 instant.
     #[prost(int32, optional, tag = "9")]
     pub r#type: Option<i32>,
+    #[prost(uint64, optional, tag = "10")]
+    pub name_iid: Option<u64>,
     #[prost(uint64, optional, tag = "11")]
     pub track_uuid: Option<u64>,
-    #[prost(string, repeated, tag = "22")]
-    pub categories: Vec<String>,
     #[prost(string, optional, tag = "23")]
     pub name: Option<String>,
     #[prost(fixed64, repeated, packed = "false", tag = "47")]
@@ -80,6 +110,8 @@ pub struct TrackEvent {
 
 #[derive(Clone, PartialEq, Message)]
 pub struct DebugAnnotation {
+    #[prost(uint64, optional, tag = "1")]
+    pub name_iid: Option<u64>,
     #[prost(uint64, optional, tag = "3")]
     pub uint_value: Option<u64>,
     #[prost(int64, optional, tag = "4")]
@@ -88,53 +120,22 @@ pub struct DebugAnnotation {
     pub string_value: Option<String>,
     #[prost(string, optional, tag = "10")]
     pub name: Option<String>,
+    #[prost(uint64, optional, tag = "17")]
+    pub string_value_iid: Option<u64>,
 }
 
 const SLICE_BEGIN: i32 = 1;
 const SLICE_END: i32 = 2;
 const INSTANT: i32 = 3;
 const SEQUENCE: u32 = 1;
-
-fn int(name: &str, v: i64) -> DebugAnnotation {
-    DebugAnnotation {
-        int_value: Some(v),
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-fn text(name: &str, v: impl Into<String>) -> DebugAnnotation {
-    DebugAnnotation {
-        string_value: Some(v.into()),
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-// Track uuids: a kind in the top byte, then the ids (pid < 2^22, tid < 2^24 on Linux).
-fn process_track(pid: u32) -> u64 {
-    1 << 56 | u64::from(pid)
-}
-fn thread_track(pid: u32, tid: u32) -> u64 {
-    2 << 56 | u64::from(pid) << 24 | u64::from(tid & 0xff_ffff)
-}
-fn tests_track(pid: u32) -> u64 {
-    3 << 56 | u64::from(pid)
-}
-fn flow_track(flow: u32) -> u64 {
-    4 << 56 | u64::from(flow)
-}
-fn direction_track(flow: u32, dir: u8) -> u64 {
-    5 << 56 | u64::from(flow) << 1 | u64::from(dir & 1)
-}
-const CONNECTIONS_TRACK: u64 = 6 << 56;
+const SEQ_INCREMENTAL_STATE_CLEARED: u32 = 1;
 
 /// The flow id linking the packets that carried read `i`'s bytes (index in `Blame::reads`) to it.
 pub fn read_flow_id(i: u64) -> u64 {
     i + 1
 }
 
-/// What the trace holds, for the report's summary line.
+/// What the trace holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TraceCounts {
     pub tracks: u64,
@@ -143,13 +144,86 @@ pub struct TraceCounts {
     pub linked_reads: u64,
 }
 
+/// FNV-1a: the interners hash a few short strings millions of times; SipHash's resistance to
+/// chosen keys buys nothing here and costs a tenth of the trace's time.
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// One table of interned strings: iids from 1, in order of first use.
+#[derive(Debug, Default)]
+struct Interner {
+    iids: HashMap<String, u64, std::hash::BuildHasherDefault<Fnv>>,
+}
+
+impl Interner {
+    /// The string's iid; a new one is added to `pending` (sent with the packet that uses it).
+    fn iid(&mut self, s: &str, pending: &mut Vec<InternedString>) -> u64 {
+        if let Some(&iid) = self.iids.get(s) {
+            return iid;
+        }
+        let iid = self.iids.len() as u64 + 1;
+        self.iids.insert(s.to_owned(), iid);
+        pending.push(InternedString {
+            iid: Some(iid),
+            name: Some(s.into()),
+        });
+        iid
+    }
+}
+
+/// How a call is joined: what `Blame` says of it (index in its list).
+#[derive(Clone, Copy)]
+enum Joined {
+    Read(usize),
+    Send(usize),
+    Connect(usize),
+}
+
+/// The tracks the calls and tests go on.
+#[derive(Debug, Default)]
+struct TrackIds {
+    threads: HashMap<(u32, u32), u64>,
+    tests: HashMap<u32, u64>,
+}
+
 /// Writes a trace: `new` writes the tracks and every call's slice; then `packet` for each packet
 /// record of a pass over the capture; then `finish`.
+///
+/// Names, categories and argument names are interned (sent once, then referred to by number):
+/// a run of a million reads has millions of events, and most of their bytes would be the same
+/// few strings.
 #[derive(Debug)]
 pub struct TraceWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
     counts: TraceCounts,
+    names: Interner,
+    categories: Interner,
+    arg_names: Interner,
+    values: Interner,
+    pending: InternedData,
+    next_uuid: u64,
+    /// The first connection direction's track; flow `f`'s direction `d` is
+    /// `directions + 2 * (f - 1) + d`.
+    directions: u64,
+    started: bool,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -158,14 +232,34 @@ impl<W: Write> TraceWriter<W> {
             out,
             buf: Vec::with_capacity(256),
             counts: TraceCounts::default(),
+            names: Interner::default(),
+            categories: Interner::default(),
+            arg_names: Interner::default(),
+            values: Interner::default(),
+            pending: InternedData::default(),
+            next_uuid: 1,
+            directions: 0,
+            started: false,
         };
-        w.tracks(analysis, calls)?;
-        w.calls(calls, b)?;
-        w.tests(calls)?;
+        let ids = w.tracks(analysis, calls)?;
+        w.calls(calls, b, &ids)?;
+        w.tests(calls, &ids)?;
         Ok(w)
     }
 
-    fn emit(&mut self, p: &TracePacket) -> io::Result<()> {
+    fn emit(&mut self, mut p: TracePacket) -> io::Result<()> {
+        p.trusted_packet_sequence_id = Some(SEQUENCE);
+        // The first packet starts the sequence's interned strings. (Later packets could say
+        // they need them, as a tracing service's ring buffer may drop their start; a file
+        // written whole cannot, and the flag would cost two bytes an event.)
+        if !self.started {
+            p.sequence_flags = Some(SEQ_INCREMENTAL_STATE_CLEARED);
+            self.started = true;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if pending != InternedData::default() {
+            p.interned_data = Some(pending);
+        }
         self.buf.clear();
         // Trace.packet (field 1, length-delimited), then the packet.
         prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut self.buf);
@@ -175,54 +269,111 @@ impl<W: Write> TraceWriter<W> {
         self.out.write_all(&self.buf)
     }
 
+    fn name(&mut self, s: &'static str) -> Option<u64> {
+        Some(self.names.iid(s, &mut self.pending.event_names))
+    }
+
+    fn category(&mut self, s: &'static str) -> Vec<u64> {
+        vec![self.categories.iid(s, &mut self.pending.event_categories)]
+    }
+
+    fn int(&mut self, name: &'static str, v: i64) -> DebugAnnotation {
+        DebugAnnotation {
+            name_iid: Some(
+                self.arg_names
+                    .iid(name, &mut self.pending.debug_annotation_names),
+            ),
+            int_value: Some(v),
+            ..Default::default()
+        }
+    }
+
+    /// A string argument; its value is interned too (verdicts, tests and peers repeat).
+    fn text(&mut self, name: &'static str, v: &str) -> DebugAnnotation {
+        DebugAnnotation {
+            name_iid: Some(
+                self.arg_names
+                    .iid(name, &mut self.pending.debug_annotation_names),
+            ),
+            string_value_iid: Some(
+                self.values
+                    .iid(v, &mut self.pending.debug_annotation_string_values),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn new_uuid(&mut self) -> u64 {
+        self.next_uuid += 1;
+        self.next_uuid - 1
+    }
+
     fn descriptor(&mut self, d: TrackDescriptor) -> io::Result<()> {
         self.counts.tracks += 1;
-        self.emit(&TracePacket {
-            trusted_packet_sequence_id: Some(SEQUENCE),
+        self.emit(TracePacket {
             track_descriptor: Some(d),
             ..Default::default()
         })
     }
 
     fn event(&mut self, ts: i64, e: TrackEvent) -> io::Result<()> {
-        self.emit(&TracePacket {
+        self.emit(TracePacket {
             timestamp: Some(ts.max(0) as u64),
-            trusted_packet_sequence_id: Some(SEQUENCE),
             track_event: Some(e),
             ..Default::default()
         })
     }
 
-    fn tracks(&mut self, analysis: &Analysis, calls: &[SocketCall]) -> io::Result<()> {
-        let mut threads: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
+    fn end(&mut self, ts: i64, track: u64) -> io::Result<()> {
+        self.event(
+            ts,
+            TrackEvent {
+                r#type: Some(SLICE_END),
+                track_uuid: Some(track),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Declares the tracks; returns the uuids of the threads' and the tests' tracks.
+    fn tracks(&mut self, analysis: &Analysis, calls: &[SocketCall]) -> io::Result<TrackIds> {
+        let mut threads: BTreeMap<u32, (HashSet<u32>, bool)> = BTreeMap::new();
         for c in calls {
-            threads.entry(c.pid).or_default().insert(c.tid);
+            let t = threads.entry(c.pid).or_default();
+            t.0.insert(c.tid);
+            t.1 |= c.test.is_some();
         }
-        for (pid, tids) in &threads {
+        let mut ids = TrackIds::default();
+        for (pid, (tids, tests)) in threads {
+            let process = self.new_uuid();
             self.descriptor(TrackDescriptor {
-                uuid: Some(process_track(*pid)),
+                uuid: Some(process),
                 process: Some(ProcessDescriptor {
-                    pid: Some(*pid as i32),
+                    pid: Some(pid as i32),
                     process_name: None,
                 }),
                 ..Default::default()
             })?;
-            let mut tids: Vec<u32> = tids.iter().copied().collect();
+            let mut tids: Vec<u32> = tids.into_iter().collect();
             tids.sort_unstable();
             for tid in tids {
+                let uuid = self.new_uuid();
+                ids.threads.insert((pid, tid), uuid);
                 self.descriptor(TrackDescriptor {
-                    uuid: Some(thread_track(*pid, tid)),
+                    uuid: Some(uuid),
                     thread: Some(ThreadDescriptor {
-                        pid: Some(*pid as i32),
+                        pid: Some(pid as i32),
                         tid: Some(tid as i32),
                     }),
                     ..Default::default()
                 })?;
             }
-            if calls.iter().any(|c| c.pid == *pid && c.test.is_some()) {
+            if tests {
+                let uuid = self.new_uuid();
+                ids.tests.insert(pid, uuid);
                 self.descriptor(TrackDescriptor {
-                    uuid: Some(tests_track(*pid)),
-                    parent_uuid: Some(process_track(*pid)),
+                    uuid: Some(uuid),
+                    parent_uuid: Some(process),
                     name: Some("tests (from the first to the last socket call of each)".into()),
                     sibling_order_rank: Some(-1),
                     ..Default::default()
@@ -230,102 +381,110 @@ impl<W: Write> TraceWriter<W> {
             }
         }
         if analysis.flows.is_empty() {
-            return Ok(());
+            return Ok(ids);
         }
+        let connections = self.new_uuid();
         self.descriptor(TrackDescriptor {
-            uuid: Some(CONNECTIONS_TRACK),
+            uuid: Some(connections),
             name: Some("connections (capture)".into()),
             ..Default::default()
         })?;
-        for f in &analysis.flows {
+        // The direction tracks take one contiguous range, so a packet finds its track by number.
+        self.directions = self.next_uuid;
+        self.next_uuid += 2 * analysis.flows.len() as u64;
+        for (k, f) in analysis.flows.iter().enumerate() {
             let [a, z] = f.endpoints;
+            let flow = self.new_uuid();
             self.descriptor(TrackDescriptor {
-                uuid: Some(flow_track(f.id)),
-                parent_uuid: Some(CONNECTIONS_TRACK),
+                uuid: Some(flow),
+                parent_uuid: Some(connections),
                 name: Some(format!("flow {} {} {a} <-> {z}", f.id, f.protocol.as_str())),
                 sibling_order_rank: Some(f.id as i32),
                 ..Default::default()
             })?;
-            for (d, (from, to)) in [(0u8, (a, z)), (1, (z, a))] {
+            for (d, (from, to)) in [(0u64, (a, z)), (1, (z, a))] {
                 self.descriptor(TrackDescriptor {
-                    uuid: Some(direction_track(f.id, d)),
-                    parent_uuid: Some(flow_track(f.id)),
+                    uuid: Some(self.directions + 2 * k as u64 + d),
+                    parent_uuid: Some(flow),
                     name: Some(format!("{from} -> {to}")),
-                    sibling_order_rank: Some(i32::from(d)),
+                    sibling_order_rank: Some(d as i32),
                     ..Default::default()
                 })?;
             }
         }
-        Ok(())
+        Ok(ids)
     }
 
     /// One slice per read, send, connect/accept and wait, per thread in time order. A wait
     /// whose recorded call reaches back over other calls (a run of timed-out polls) starts at
     /// the end of the call before it; its `since_ns` argument keeps the first poll's time.
-    fn calls(&mut self, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-        #[derive(Clone, Copy)]
-        enum Joined {
-            Read(usize),
-            Send(usize),
-            Connect(usize),
-        }
-        let mut joined: HashMap<usize, Joined> = HashMap::with_capacity(calls.len());
+    fn calls(&mut self, calls: &[SocketCall], b: &Blame, ids: &TrackIds) -> io::Result<()> {
+        let mut joined: Vec<Option<Joined>> = vec![None; calls.len()];
         for (i, r) in b.reads.iter().enumerate() {
-            joined.insert(r.call, Joined::Read(i));
+            joined[r.call] = Some(Joined::Read(i));
         }
         for (i, s) in b.sends.iter().enumerate() {
-            joined.insert(s.call, Joined::Send(i));
+            joined[s.call] = Some(Joined::Send(i));
         }
         for (i, t) in b.connects.iter().enumerate() {
-            joined.insert(t.call, Joined::Connect(i));
+            joined[t.call] = Some(Joined::Connect(i));
         }
-        let mut by_thread: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+        let mut by_thread: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
         for (k, c) in calls.iter().enumerate() {
             if matches!(
                 c.kind,
                 CallKind::Recv | CallKind::Send | CallKind::Open | CallKind::Wait
             ) {
-                by_thread.entry((c.pid, c.tid)).or_default().push(k);
+                by_thread.entry((c.pid, c.tid)).or_default().push(k as u32);
             }
         }
         for ((pid, tid), mut ks) in by_thread {
-            ks.sort_by_key(|&k| (calls[k].t_call_ns, std::cmp::Reverse(calls[k].t_return_ns)));
-            let track = thread_track(pid, tid);
+            ks.sort_by_key(|&k| {
+                let c = &calls[k as usize];
+                (c.t_call_ns, std::cmp::Reverse(c.t_return_ns))
+            });
+            let track = ids.threads[&(pid, tid)];
             let mut last_end = i64::MIN;
             let mut last_wait: Option<(i64, i64)> = None;
             for k in ks {
+                let k = k as usize;
                 let c = &calls[k];
-                let mut args = vec![int("fd", i64::from(c.fd))];
+                let mut args = vec![self.int("fd", i64::from(c.fd))];
                 let mut terminating = Vec::new();
                 let mut ready_at = None;
-                let category = match (c.kind, joined.get(&k)) {
+                let category = match (c.kind, joined[k]) {
                     (CallKind::Wait, _) => {
                         // One wait reporting several sockets is recorded once per socket.
                         if last_wait == Some((c.t_call_ns, c.t_return_ns)) {
                             continue;
                         }
                         last_wait = Some((c.t_call_ns, c.t_return_ns));
-                        args.push(int("since_ns", c.t_call_ns));
-                        args.push(int("result", c.bytes));
+                        args.push(self.int("since_ns", c.t_call_ns));
+                        args.push(self.int("result", c.bytes));
                         "wait"
                     }
-                    (CallKind::Recv, Some(&Joined::Read(i))) => {
+                    (CallKind::Recv, Some(Joined::Read(i))) => {
                         let r = &b.reads[i];
                         let t = &r.timing;
-                        args.extend([
-                            int("bytes", c.bytes),
-                            int("offset", c.offset as i64),
-                            text("verdict", r.verdict.as_str()),
-                            int("loss_ns", t.loss_delay_ns),
-                            int("peer_ns", t.peer_wait_ns),
-                            int("program_ns", t.program_ns()),
-                            int("wakeup_ns", t.wakeup_ns),
-                            int("dispatch_ns", t.dispatch_ns),
-                            int("idle_ns", t.idle_ns),
-                            int("buffer_wait_ns", t.buffer_wait_ns),
-                        ]);
+                        args.push(self.int("bytes", c.bytes));
+                        args.push(self.int("offset", c.offset as i64));
+                        args.push(self.text("verdict", r.verdict.as_str()));
+                        // The parts of the time that are not zero.
+                        for (name, v) in [
+                            ("loss_ns", t.loss_delay_ns),
+                            ("peer_ns", t.peer_wait_ns),
+                            ("program_ns", t.program_ns()),
+                            ("wakeup_ns", t.wakeup_ns),
+                            ("dispatch_ns", t.dispatch_ns),
+                            ("buffer_wait_ns", t.buffer_wait_ns),
+                            ("idle_ns", t.idle_ns),
+                        ] {
+                            if v != 0 {
+                                args.push(self.int(name, v));
+                            }
+                        }
                         if let Some(f) = r.flow_id {
-                            args.push(int("flow", i64::from(f)));
+                            args.push(self.int("flow", i64::from(f)));
                         }
                         if r.segments > 0 {
                             terminating.push(read_flow_id(i as u64));
@@ -333,31 +492,27 @@ impl<W: Write> TraceWriter<W> {
                         }
                         "read"
                     }
-                    (CallKind::Send, Some(&Joined::Send(i))) => {
+                    (CallKind::Send, Some(Joined::Send(i))) => {
                         let s = &b.sends[i];
-                        args.extend([
-                            int("bytes", c.bytes),
-                            int("offset", c.offset as i64),
-                            int("blocked_ns", s.send_blocked_ns),
-                        ]);
+                        args.push(self.int("bytes", c.bytes));
+                        args.push(self.int("offset", c.offset as i64));
+                        args.push(self.int("blocked_ns", s.send_blocked_ns));
                         if let Some(d) = s.wire_delay_ns {
-                            args.push(int("wire_delay_ns", d));
+                            args.push(self.int("wire_delay_ns", d));
                         }
                         if let Some(h) = s.held_by {
-                            args.push(text("held_by", h.as_str()));
+                            args.push(self.text("held_by", h.as_str()));
                         }
                         "send"
                     }
-                    (CallKind::Open, Some(&Joined::Connect(i))) => {
+                    (CallKind::Open, Some(Joined::Connect(i))) => {
                         let t = &b.connects[i];
-                        args.extend([
-                            text("verdict", t.verdict.as_str()),
-                            int("up_ns", t.done_ns),
-                            int("syn_loss_ns", t.syn_loss_ns),
-                            int("peer_ns", t.peer_ns),
-                            int("wakeup_ns", t.wakeup_ns),
-                            int("syn_packets", t.syn_packets as i64),
-                        ]);
+                        args.push(self.text("verdict", t.verdict.as_str()));
+                        args.push(self.int("up_ns", t.done_ns));
+                        args.push(self.int("syn_loss_ns", t.syn_loss_ns));
+                        args.push(self.int("peer_ns", t.peer_ns));
+                        args.push(self.int("wakeup_ns", t.wakeup_ns));
+                        args.push(self.int("syn_packets", t.syn_packets as i64));
                         "connect"
                     }
                     (CallKind::Open, _) => "open",
@@ -366,10 +521,10 @@ impl<W: Write> TraceWriter<W> {
                     _ => continue,
                 };
                 if let Some(peer) = c.peer {
-                    args.push(text("peer", peer.to_string()));
+                    args.push(self.text("peer", &peer.to_string()));
                 }
                 if let Some(test) = &c.test {
-                    args.push(text("test", test.to_string()));
+                    args.push(self.text("test", test));
                 }
                 let mut start = c.t_call_ns;
                 if start < last_end && c.t_return_ns > last_end {
@@ -377,41 +532,30 @@ impl<W: Write> TraceWriter<W> {
                 }
                 last_end = last_end.max(c.t_return_ns);
                 self.counts.call_slices += 1;
-                self.event(
-                    start,
-                    TrackEvent {
-                        debug_annotations: args,
-                        r#type: Some(SLICE_BEGIN),
-                        track_uuid: Some(track),
-                        categories: vec![category.into()],
-                        name: Some(c.api.into()),
-                        ..Default::default()
-                    },
-                )?;
+                let e = TrackEvent {
+                    debug_annotations: args,
+                    r#type: Some(SLICE_BEGIN),
+                    track_uuid: Some(track),
+                    category_iids: self.category(category),
+                    name_iid: self.name(c.api),
+                    ..Default::default()
+                };
+                self.event(start, e)?;
                 if !terminating.is_empty() {
                     // The arrows end inside the read, when its last byte was there.
                     let at = ready_at.unwrap_or(start).clamp(start, c.t_return_ns);
                     self.counts.linked_reads += 1;
-                    self.event(
-                        at,
-                        TrackEvent {
-                            r#type: Some(INSTANT),
-                            track_uuid: Some(track),
-                            categories: vec!["data".into()],
-                            name: Some("bytes ready".into()),
-                            terminating_flow_ids: terminating,
-                            ..Default::default()
-                        },
-                    )?;
-                }
-                self.event(
-                    c.t_return_ns,
-                    TrackEvent {
-                        r#type: Some(SLICE_END),
+                    let e = TrackEvent {
+                        r#type: Some(INSTANT),
                         track_uuid: Some(track),
+                        category_iids: self.category("data"),
+                        name_iid: self.name("bytes ready"),
+                        terminating_flow_ids: terminating,
                         ..Default::default()
-                    },
-                )?;
+                    };
+                    self.event(at, e)?;
+                }
+                self.end(c.t_return_ns, track)?;
             }
         }
         Ok(())
@@ -419,19 +563,19 @@ impl<W: Write> TraceWriter<W> {
 
     /// Per process, each run of calls tagged with one test is a slice, with a child slice per
     /// phase (setup, call, teardown).
-    fn tests(&mut self, calls: &[SocketCall]) -> io::Result<()> {
-        let mut by_pid: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    fn tests(&mut self, calls: &[SocketCall], ids: &TrackIds) -> io::Result<()> {
+        let mut by_pid: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (k, c) in calls.iter().enumerate() {
             if c.test.is_some() {
-                by_pid.entry(c.pid).or_default().push(k);
+                by_pid.entry(c.pid).or_default().push(k as u32);
             }
         }
         for (pid, mut ks) in by_pid {
-            ks.sort_by_key(|&k| calls[k].t_call_ns);
+            ks.sort_by_key(|&k| calls[k as usize].t_call_ns);
             // (test, phase, start, end) runs
             let mut runs: Vec<(&str, Option<&str>, i64, i64)> = Vec::new();
             for k in ks {
-                let c = &calls[k];
+                let c = &calls[k as usize];
                 let (test, phase) = netblame_correlate::split_test(c.test.as_deref());
                 let test = test.unwrap_or("");
                 match runs.last_mut() {
@@ -443,7 +587,7 @@ impl<W: Write> TraceWriter<W> {
                     }
                 }
             }
-            let track = tests_track(pid);
+            let track = ids.tests[&pid];
             let mut i = 0;
             while i < runs.len() {
                 let test = runs[i].0;
@@ -452,87 +596,79 @@ impl<W: Write> TraceWriter<W> {
                     j += 1;
                 }
                 let (start, end) = (runs[i].2, runs[j - 1].3);
-                self.slice(track, start, end, test, "test")?;
+                self.begin_named(track, start, test, "test")?;
                 for &(_, phase, s, e) in &runs[i..j] {
                     if let Some(phase) = phase {
-                        self.slice(track, s, e, phase, "test phase")?;
+                        self.begin_named(track, s, phase, "test phase")?;
+                        self.end(e, track)?;
                     }
                 }
-                self.event(
-                    end,
-                    TrackEvent {
-                        r#type: Some(SLICE_END),
-                        track_uuid: Some(track),
-                        ..Default::default()
-                    },
-                )?;
+                self.end(end, track)?;
                 i = j;
             }
         }
         Ok(())
     }
 
-    /// Opens a slice; a phase is closed at once, a test by the caller after its phases.
-    fn slice(&mut self, track: u64, start: i64, end: i64, name: &str, cat: &str) -> io::Result<()> {
-        self.event(
-            start,
-            TrackEvent {
-                r#type: Some(SLICE_BEGIN),
-                track_uuid: Some(track),
-                categories: vec![cat.into()],
-                name: Some(name.into()),
-                ..Default::default()
-            },
-        )?;
-        if cat == "test phase" {
-            self.event(
-                end,
-                TrackEvent {
-                    r#type: Some(SLICE_END),
-                    track_uuid: Some(track),
-                    ..Default::default()
-                },
-            )?;
-        }
-        Ok(())
+    /// Opens a slice named by a string of the run (a test's id: not interned).
+    fn begin_named(
+        &mut self,
+        track: u64,
+        start: i64,
+        name: &str,
+        category: &'static str,
+    ) -> io::Result<()> {
+        let e = TrackEvent {
+            r#type: Some(SLICE_BEGIN),
+            track_uuid: Some(track),
+            category_iids: self.category(category),
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        self.event(start, e)
     }
 
     /// One packet of the capture, as an instant on its connection direction's track, with
     /// arrows to the reads whose bytes it carried (`links`: indices in `Blame::reads`).
     pub fn packet(&mut self, frame: u64, p: &PacketRecord, links: &[u64]) -> io::Result<()> {
-        if p.class == PacketClass::CaptureDuplicate {
+        if p.class == PacketClass::CaptureDuplicate || p.flow_id == 0 {
             return Ok(());
         }
         self.counts.packets += 1;
-        let mut args = vec![
-            int("frame", frame as i64),
-            int("len", i64::from(p.payload_len)),
-        ];
+        let mut args = vec![self.int("frame", frame as i64)];
+        if p.payload_len > 0 || p.class == PacketClass::Datagram {
+            args.push(self.int("len", i64::from(p.payload_len)));
+        }
         if p.class != PacketClass::Datagram {
-            args.push(int("seq", p.rel_seq));
-            if let Some(ack) = p.rel_ack {
-                args.push(int("ack", ack));
+            // Data: where its bytes are; an ACK: what it acknowledged and the window it opened.
+            if p.payload_len > 0 {
+                args.push(self.int("seq", p.rel_seq));
+            } else {
+                if let Some(ack) = p.rel_ack {
+                    args.push(self.int("ack", ack));
+                }
+                args.push(self.int("window", p.window as i64));
             }
-            args.push(int("window", p.window as i64));
-            args.push(text("flags", tcp_flags(p.flags)));
+            if p.flags & 0x07 != 0 {
+                args.push(self.text("flags", &tcp_flags(p.flags)));
+            }
         }
         let name = match p.class {
             PacketClass::New if p.payload_len > 0 => "data",
             PacketClass::New => "ack",
             other => other.as_str(),
         };
-        self.event(
-            p.ts_ns,
-            TrackEvent {
-                debug_annotations: args,
-                r#type: Some(INSTANT),
-                track_uuid: Some(direction_track(p.flow_id, p.dir)),
-                categories: vec!["packet".into()],
-                name: Some(name.into()),
-                flow_ids: links.iter().map(|&i| read_flow_id(i)).collect(),
-                ..Default::default()
-            },
-        )
+        let track = self.directions + 2 * u64::from(p.flow_id - 1) + u64::from(p.dir & 1);
+        let e = TrackEvent {
+            debug_annotations: args,
+            r#type: Some(INSTANT),
+            track_uuid: Some(track),
+            category_iids: self.category("packet"),
+            name_iid: self.name(name),
+            flow_ids: links.iter().map(|&i| read_flow_id(i)).collect(),
+            ..Default::default()
+        };
+        self.event(p.ts_ns, e)
     }
 
     /// Flushes; returns what was written.
@@ -613,8 +749,11 @@ mod tests {
         let tp = &trace.packet[0];
         assert_eq!(tp.timestamp, Some(1_796_000_000_123_456_789));
         let e = tp.track_event.as_ref().unwrap();
-        assert_eq!(e.name.as_deref(), Some("retransmission"));
-        assert_eq!(e.track_uuid, Some(direction_track(3, 1)));
+        let names = &tp.interned_data.as_ref().unwrap().event_names;
+        assert_eq!(names[0].name.as_deref(), Some("retransmission"));
+        assert_eq!(e.name_iid, names[0].iid);
+        assert_eq!(e.track_uuid, Some(w.directions + 2 * 2 + 1));
         assert_eq!(e.flow_ids, vec![5, 10]);
+        assert_eq!(tp.sequence_flags, Some(SEQ_INCREMENTAL_STATE_CLEARED));
     }
 }
