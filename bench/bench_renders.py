@@ -41,14 +41,21 @@ def timed(cmd, runs):
     return statistics.median(times), max(rss)
 
 
-def seconds(cmd, runs):
-    return timed(cmd, runs)[0]
+def seconds(cmd):
+    start = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def size(path: Path):
+    n = path.stat().st_size
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def measure(label, run: Path, runs):
     print(f"\n== {label}: {run}")
     capture = run / "capture.pcap"
-    print(f"capture: {capture.stat().st_size / 1e6:.1f} MB")
+    print(f"capture: {size(capture)}")
     plain, plain_rss = timed([NETBLAME, "analyze", run], runs)
     args = [NETBLAME, "analyze", run, "--html", run / "report.html", "--perfetto", run / "trace.pftrace",
             "--annotate", run / "capture-annotated.pcapng"]
@@ -56,7 +63,7 @@ def measure(label, run: Path, runs):
     print(f"analyze: {plain:.2f} s, {plain_rss:.0f} MiB; with the three pictures {pictures:.2f} s "
           f"({pictures / plain:.2f}x), {pictures_rss:.0f} MiB")
     for name in PICTURES:
-        print(f"  {name}: {(run / name).stat().st_size / 1e6:.2f} MB")
+        print(f"  {name}: {size(run / name)}")
 
     from browser import Browser
     loads = []
@@ -79,9 +86,9 @@ def measure(label, run: Path, runs):
     print(f"trace.pftrace: {n} trace packets, decoded by Perfetto's schema in {decode:.2f} s")
 
     if shutil.which("tshark"):
-        base = seconds(["tshark", "-r", capture, "-T", "fields", "-e", "frame.number"], 1)
+        base = seconds(["tshark", "-r", capture, "-T", "fields", "-e", "frame.number"])
         ann = seconds(["tshark", "-r", run / "capture-annotated.pcapng", "-Y", "pkt_comment", "-T", "fields",
-                       "-e", "frame.comment"], 1)
+                       "-e", "frame.comment"])
         print(f"capture-annotated.pcapng in tshark -Y pkt_comment: {ann:.2f} s "
               f"(tshark reading capture.pcap: {base:.2f} s)")
 
