@@ -146,7 +146,7 @@ DOM_FACTS = """
 """
 
 
-def test_html_report_loads_offline_and_draws_a_graph_per_listed_read(run, tmp_path):
+def test_html_report_loads_offline_and_draws_a_graph_per_listed_read(run):
     need_chromium()
     from browser import Browser
 
@@ -156,14 +156,17 @@ def test_html_report_loads_offline_and_draws_a_graph_per_listed_read(run, tmp_pa
         # The page itself and nothing else: no network, no other file.
         assert page.requests == [page.url], page.requests
         facts = b.evaluate(DOM_FACTS)
-        b.screenshot(tmp_path / "report.png", full_page=True)
+        # Kept for people to look at: target/test-artifacts/ (a CI artefact).
+        shots = ROOT / "target" / "test-artifacts"
+        shots.mkdir(parents=True, exist_ok=True)
+        b.screenshot(shots / f"report-{run.kind}.png", full_page=True)
         # Sorting: a click on the "window" header orders the slowest reads by it.
         order = b.evaluate("""(() => {
             const th = [...document.querySelectorAll('#slowest th')].find(h => h.textContent === 'window');
             th.click();
             return [...document.querySelectorAll('#slowest tbody tr')].map(r => +r.cells[1].dataset.v);
         })()""")
-    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert (shots / f"report-{run.kind}.png").stat().st_size > 10_000
     assert order == sorted(order)
 
     figures = facts["figures"]

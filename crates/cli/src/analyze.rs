@@ -160,10 +160,11 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         lost: &lost,
         rejected_events: rejected,
     };
+    // The text first: a picture that cannot be written (a full disk) loses nothing else.
+    netblame_report::write_text(out, &analysis, &calls, &result, job.threshold_ms, &caveats)?;
     if job.renders.any() {
         render(job, &analysis, &calls, &result, &caveats)?;
     }
-    netblame_report::write_text(out, &analysis, &calls, &result, job.threshold_ms, &caveats)?;
     Ok(())
 }
 

@@ -356,13 +356,15 @@ fn report(
             annotate_all: false,
         },
     };
-    match crate::analyze::analyze(&job, &mut text) {
-        Ok(()) => {
-            std::fs::write(out.join("report.txt"), &text)?;
-            writeln!(err)?;
-            err.write_all(&text)?;
-        }
-        Err(e) => writeln!(err, "  analysis failed: {e:#}")?,
+    let result = crate::analyze::analyze(&job, &mut text);
+    // The report is kept and shown even when a picture after it could not be written.
+    if !text.is_empty() {
+        std::fs::write(out.join("report.txt"), &text)?;
+        writeln!(err)?;
+        err.write_all(&text)?;
+    }
+    if let Err(e) = result {
+        writeln!(err, "  analysis failed: {e:#}")?;
     }
     Ok(())
 }
