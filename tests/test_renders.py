@@ -8,6 +8,7 @@ root, on a live `netblame demo` run."""
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -335,12 +336,13 @@ def test_annotated_capture_in_tshark(run, tmp_path):
         assert any(f"pid {r['pid']} " in c and f"fd {r['fd']}:" in c and f"verdict {r['verdict']}:" in c
                    and f"at offset {r['stream_offset']}" in c for c in comments), (r, comments)
     # The comment sits on the packet that carried the read's first byte.
-    fields = tshark("-r", annotated, "-Y", "pkt_comment", "-T", "fields", "-e", "tcp.seq", "-e", "tcp.len",
-                    "-e", "frame.comment").splitlines()
+    fields = tshark("-r", annotated, "-Y", "pkt_comment", "-T", "fields", "-E", "aggregator=|", "-e", "tcp.seq",
+                    "-e", "tcp.len", "-e", "frame.comment").splitlines()
     for line in fields:
-        seq, length, comment = line.split("\t", 2)
-        offset = int(comment.split("at offset ")[1].split()[0])
-        assert int(seq) <= offset + 1 < int(seq) + int(length), line
+        seq, length, joined = line.split("\t", 2)
+        for comment in joined.split("|"):
+            offset = int(re.search(r"at offset (\d+)", comment).group(1))
+            assert int(seq) <= offset + 1 < int(seq) + int(length), line
 
     # --all: a comment per read that has packets.
     out = tmp_path / "all"

@@ -4,30 +4,54 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use netblame_capture::{CaptureReader, FileStats};
-use netblame_correlate::{Analysis, Analyzer, AnalyzerConfig, Flow, Protocol};
+use std::sync::mpsc;
+
+use netblame_capture::{CaptureReader, FileStats, ReadError};
+use netblame_correlate::{
+    decode_frame, Analysis, Analyzer, AnalyzerConfig, DecodeError, Flow, Protocol, Segment,
+};
 use netblame_export::{Cell, TableFormat};
 use serde_json::{json, Map, Value};
 
 use crate::FlowsArgs;
 use netblame_report::fmt::{bytes, duration, opt_duration};
 
+/// Decoded frames, in capture order, as they go from the reading thread to the analysing one.
+type Batch = Vec<(i64, Result<Segment, DecodeError>)>;
+/// Frames per batch: large enough that the channel costs nothing per frame, small enough to
+/// stay in cache (a segment is about 100 bytes).
+const BATCH: usize = 1024;
+
 /// Reads a capture file through the analyzer. Warns on stderr when the file was cut short.
+///
+/// Two threads: one reads and decodes the frames (the file's bytes, the headers), the other
+/// follows the connections (flow state, byte timelines), which must see the packets in order.
+/// Batches go one way and come back empty to be reused. With one core to run on (the process's
+/// affinity or CPU quota) the two halves run in turn on this thread, as the threads would.
 pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis, FileStats)> {
     let mut reader = CaptureReader::open(path)?;
     let mut analyzer = Analyzer::new(config);
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     let bar = crate::analyze::progress(size, "reading the capture");
-    let mut frames = 0u32;
-    while let Some(p) = reader.next_packet()? {
-        frames = frames.wrapping_add(1);
-        if frames % 8192 == 0 {
-            bar.set_position(p.file_offset);
-        }
-        analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
-    }
+    let read = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        read_in_parallel(reader, &mut analyzer, &bar)
+    } else {
+        // One core: the threads would only take turns.
+        let mut frames = 0u32;
+        let mut read = || -> Result<FileStats, ReadError> {
+            while let Some(p) = reader.next_packet()? {
+                frames = frames.wrapping_add(1);
+                if frames % 8192 == 0 {
+                    bar.set_position(p.file_offset);
+                }
+                analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
+            }
+            Ok(reader.stats().clone())
+        };
+        read()
+    };
     bar.finish_and_clear();
-    let stats = reader.stats().clone();
+    let stats = read?;
     if let Some(offset) = stats.truncated_at {
         eprintln!(
             "netblame: warning: {}: the file ends inside a record at byte offset {offset} (was the capture killed?); \
@@ -37,6 +61,54 @@ pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis,
         );
     }
     Ok((analyzer.finish(), stats))
+}
+
+/// The reading and decoding thread, and the analysis on this one.
+fn read_in_parallel(
+    mut reader: CaptureReader<std::fs::File>,
+    analyzer: &mut Analyzer,
+    bar: &indicatif::ProgressBar,
+) -> Result<FileStats, ReadError> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(8);
+    let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+    let progress = bar.clone();
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(move || -> Result<FileStats, ReadError> {
+            let mut batch: Batch = Vec::with_capacity(BATCH);
+            let mut frames = 0u32;
+            while let Some(p) = reader.next_packet()? {
+                frames = frames.wrapping_add(1);
+                if frames % 8192 == 0 {
+                    progress.set_position(p.file_offset);
+                }
+                batch.push((p.ts_ns, decode_frame(p.link_type, p.data, p.orig_len)));
+                if batch.len() == BATCH {
+                    let next = empty_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                    if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = full_tx.send(batch);
+            }
+            Ok(reader.stats().clone())
+        });
+        for mut batch in full_rx {
+            for (ts_ns, decoded) in batch.drain(..) {
+                match decoded {
+                    Ok(seg) => analyzer.add_segment(ts_ns, &seg),
+                    Err(e) => analyzer.record_undecoded(ts_ns, &e),
+                }
+            }
+            let _ = empty_tx.send(batch);
+        }
+        reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 pub fn run(args: &FlowsArgs) -> Result<()> {
