@@ -351,3 +351,15 @@ def test_annotated_capture_in_tshark(run, tmp_path):
                    "-E", "aggregator=|", "-e", "frame.comment").splitlines()
     n = sum(len(line.split("|")) for line in every)
     assert n == sum(1 for r in run.reads if int(r["segments"] or 0) > 0)
+
+
+def test_a_picture_never_overwrites_the_capture(tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(SHIPPED, out)
+    before = (out / "capture.pcap").read_bytes()
+    for args in (["--annotate", out / "capture.pcap"], ["--html", out / "x", "--perfetto", out / "x"]):
+        r = subprocess.run([str(netblame_path()), "analyze", str(out), *map(str, args)], capture_output=True,
+                           text=True)
+        assert r.returncode == 2, r
+        assert "would overwrite" in r.stderr and r.stdout == ""
+    assert (out / "capture.pcap").read_bytes() == before

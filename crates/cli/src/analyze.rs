@@ -119,6 +119,7 @@ fn step(what: &str) -> ProgressBar {
 
 /// Analyses a capture and its events; prints the report to `out`.
 pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
+    refuse_to_overwrite_inputs(job)?;
     let tables = job.csv.is_some() || job.parquet.is_some();
     let (analysis, _) = crate::flows::analyze_capture(
         job.capture,
@@ -164,6 +165,33 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     netblame_report::write_text(out, &analysis, &calls, &result, job.threshold_ms, &caveats)?;
     if job.renders.any() {
         render(job, &analysis, &calls, &result, &caveats)?;
+    }
+    Ok(())
+}
+
+/// The pictures must not overwrite the capture they are drawn from (the annotated copy would
+/// truncate it before reading it), nor each other.
+fn refuse_to_overwrite_inputs(job: &Job) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let r = &job.renders;
+    let outputs: Vec<&Path> = [r.html, r.perfetto, r.annotate]
+        .into_iter()
+        .flatten()
+        .collect();
+    for (i, out) in outputs.iter().enumerate() {
+        let same_as_capture = id(out).is_some() && id(out) == id(job.capture);
+        if same_as_capture || outputs[..i].contains(out) {
+            return Err(anyhow!(UsageError(format!(
+                "{}: would overwrite {}: give each picture a file of its own",
+                out.display(),
+                if same_as_capture {
+                    "the capture"
+                } else {
+                    "another picture"
+                }
+            ))));
+        }
     }
     Ok(())
 }
