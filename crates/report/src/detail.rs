@@ -91,6 +91,8 @@ pub struct ReadGraph {
     pub data_dir: Option<u8>,
     /// The program's last send on the connection before the read (index into the calls).
     pub request: Option<usize>,
+    /// The read's bytes as sequence positions `[start, end)` of `data_dir`.
+    pub positions: (i64, i64),
     /// Capture time range the graph shows.
     pub from_ns: i64,
     pub to_ns: i64,
@@ -98,6 +100,17 @@ pub struct ReadGraph {
     pub packets: Vec<(u64, PacketRecord)>,
     /// More packets fell in the window than the graph keeps.
     pub truncated: bool,
+}
+
+impl ReadGraph {
+    /// Whether a packet carried some of the read's bytes.
+    pub fn carries(&self, p: &PacketRecord) -> bool {
+        let (start, end) = self.positions;
+        self.data_dir == Some(p.dir)
+            && p.payload_len > 0
+            && p.rel_seq < end
+            && p.rel_seq + i64::from(p.payload_len) > start
+    }
 }
 
 /// A read's byte range in its flow's sequence space: positions `[start, end)` (stream byte `k`
@@ -266,12 +279,8 @@ impl<'a> PacketPass<'a> {
         {
             for &g in gs {
                 let graph = &mut self.graphs[g];
-                let carries = graph.data_dir == Some(p.dir) && {
-                    let c = &self.calls[self.blame.reads[graph.read].call];
-                    let (s, e) = positions(c);
-                    p.rel_seq < e && p.rel_seq + i64::from(p.payload_len) > s
-                };
-                if (carries || (graph.from_ns..=graph.to_ns).contains(&p.ts_ns)) && !graph.truncated
+                if (graph.carries(p) || (graph.from_ns..=graph.to_ns).contains(&p.ts_ns))
+                    && !graph.truncated
                 {
                     if graph.packets.len() < MAX_GRAPH_PACKETS {
                         graph.packets.push((frame, *p));
@@ -341,6 +350,7 @@ fn graph_frame(
         read: i,
         data_dir,
         request,
+        positions: positions(c),
         from_ns: from.saturating_sub(margin),
         to_ns: to.saturating_add(margin),
         packets: Vec::new(),

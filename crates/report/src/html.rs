@@ -455,18 +455,11 @@ fn graph_figure(
     let r = &b.reads[graph.read];
     let c = &calls[r.call];
     let t = &r.timing;
-    let start_pos = c.offset as i64 + 1;
-    let end_pos = start_pos + c.bytes.max(0);
+    let (start_pos, end_pos) = graph.positions;
     let data_dir = graph.data_dir;
-    let carries = |p: &netblame_correlate::PacketRecord| {
-        Some(p.dir) == data_dir
-            && p.payload_len > 0
-            && p.rel_seq < end_pos
-            && p.rel_seq + i64::from(p.payload_len) > start_pos
-    };
     let mut x0 = graph.from_ns;
     let mut x1 = graph.to_ns;
-    for (_, p) in graph.packets.iter().filter(|(_, p)| carries(p)) {
+    for (_, p) in graph.packets.iter().filter(|(_, p)| graph.carries(p)) {
         x0 = x0.min(p.ts_ns - 20_000);
         x1 = x1.max(p.ts_ns + 20_000);
     }
@@ -543,7 +536,7 @@ fn graph_figure(
         w = plot.right - plot.left,
         hh = plot.bottom - plot.top
     );
-    axes(h, &plot, window_origin(c, r));
+    axes(h, &plot, detail::window_start(c, r));
     let _ = write!(h, r#"<g clip-path="url(#clip-{g})">"#);
     read_box(h, &plot, c, r, start_pos, end_pos);
     if let Some(s) = graph.request {
@@ -557,26 +550,14 @@ fn graph_figure(
             esc(s.api),
             fmt_bytes(s.bytes.max(0) as u64),
             s.offset,
-            rel(s.t_call_ns, window_origin(c, r)),
+            rel(s.t_call_ns, detail::window_start(c, r)),
             duration(s.t_return_ns - s.t_call_ns)
         );
     }
-    packets(
-        h,
-        &plot,
-        graph,
-        flow.is_some(),
-        &carries,
-        window_origin(c, r),
-        start_pos,
-        end_pos,
-    );
+    if flow.is_some() {
+        packets(h, &plot, graph, detail::window_start(c, r));
+    }
     h.push_str("</g></svg></figure>\n");
-}
-
-/// Where a graph's time axis counts from: the start of the read's window.
-fn window_origin(c: &SocketCall, r: &ReadBlame) -> i64 {
-    detail::window_start(c, r)
 }
 
 fn rel(t: i64, origin: i64) -> String {
@@ -751,20 +732,9 @@ fn read_box(h: &mut String, p: &Plot, c: &SocketCall, r: &ReadBlame, start: i64,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn packets(
-    h: &mut String,
-    p: &Plot,
-    graph: &ReadGraph,
-    joined: bool,
-    carries: &dyn Fn(&netblame_correlate::PacketRecord) -> bool,
-    origin: i64,
-    start: i64,
-    end: i64,
-) {
-    if !joined {
-        return;
-    }
+/// The packets of a read's graph: segments, the receiver's ACK and window lines, zero windows.
+fn packets(h: &mut String, p: &Plot, graph: &ReadGraph, origin: i64) {
+    let (start, end) = graph.positions;
     let Some(dd) = graph.data_dir else {
         // UDP: the datagrams of the flow in the window, as ticks over the read's range.
         for (frame, q) in &graph.packets {
@@ -836,7 +806,7 @@ fn packets(
         let _ = write!(
             h,
             r#"<path class="{class}{}" d="M{:.1} {ya:.1}H{:.1}M{x:.1} {ya:.1}V{yz:.1}M{:.1} {yz:.1}H{:.1}" data-seq="{a}" data-len="{}"><title>frame {frame}: {} bytes {}:{} at {}</title></path>"#,
-            if carries(q) { " in-read" } else { "" },
+            if graph.carries(q) { " in-read" } else { "" },
             x - 4.0,
             x + 4.0,
             x - 4.0,

@@ -332,18 +332,10 @@ fn lost_calls(out: &mut impl Write, lost: &[LostCalls]) -> io::Result<()> {
 /// The ten reads that cost the program most (time in the call plus time the data waited for
 /// it), with their breakdown and the packets behind them.
 fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-    let cost = |r: &ReadBlame| window(&calls[r.call], r) + r.timing.buffer_wait_ns;
-    let mut slow: Vec<&ReadBlame> = b
-        .reads
-        .iter()
-        .filter(|r| !matches!(r.verdict, Verdict::NoData | Verdict::Idle))
+    let slow: Vec<&ReadBlame> = detail::slowest(calls, b, 10)
+        .into_iter()
+        .map(|i| &b.reads[i])
         .collect();
-    let top = slow.len().min(10);
-    if top > 0 && top < slow.len() {
-        slow.select_nth_unstable_by_key(top - 1, |r| std::cmp::Reverse(cost(r)));
-    }
-    slow.truncate(top);
-    slow.sort_by_key(|r| std::cmp::Reverse(cost(r)));
     if slow.is_empty() {
         return Ok(());
     }
@@ -359,7 +351,7 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         writeln!(
             out,
             "  {:>9} +{:>9}  {:<12} flow {} pid {} fd {}: {} at offset {}{}",
-            duration(window(c, r)),
+            duration(detail::read_window(c, r)),
             duration(t.buffer_wait_ns),
             r.verdict.as_str(),
             r.flow_id.map_or("-".into(), |f| f.to_string()),
@@ -413,12 +405,6 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         )?;
     }
     Ok(())
-}
-
-/// A read's time as the program lived it: from its wait's call when it had one, else from its
-/// own call, to its return.
-fn window(c: &SocketCall, r: &ReadBlame) -> i64 {
-    c.t_return_ns - r.wait.map_or(c.t_call_ns, |w| w.call_ns)
 }
 
 /// Connects whose verdict is not `ok`, slowest first.
