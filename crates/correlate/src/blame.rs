@@ -28,9 +28,9 @@ pub struct SocketCall {
     pub nonblocking: bool,
     /// The pytest test (`PYTEST_CURRENT_TEST`) or `NETBLAME_TAG` the call was made under; shared.
     pub test: Option<std::sync::Arc<str>>,
-    /// Open calls: the socket's addresses.
-    pub local: Option<SocketAddr>,
-    pub peer: Option<SocketAddr>,
+    /// Open calls: the socket's addresses, local and peer (boxed: only opens have them, and
+    /// a run holds millions of calls).
+    pub addrs: Option<Box<Addrs>>,
     pub tcp: bool,
     /// The function called (`recv`, `accept4`, `epoll_wait`, ...): for an open, whether the
     /// program accepted the connection; for a wait, which API it waited in.
@@ -61,7 +61,29 @@ pub const MAX_OFFSET: u64 = 1 << 62;
 /// The most bytes one call may move (Linux moves at most 2 GiB per call).
 pub const MAX_CALL_BYTES: i64 = 1 << 32;
 
+/// The addresses of an open socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
 impl SocketCall {
+    /// The socket's local address (open calls).
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.addrs.as_ref().and_then(|a| a.local)
+    }
+
+    /// The socket's peer address (open calls).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.addrs.as_ref().and_then(|a| a.peer)
+    }
+
+    /// Sets the addresses (none when both are unknown).
+    pub fn set_addrs(&mut self, local: Option<SocketAddr>, peer: Option<SocketAddr>) {
+        self.addrs = (local.is_some() || peer.is_some()).then(|| Box::new(Addrs { local, peer }));
+    }
+
     /// The call if its fields are within what a real call can carry (times in
     /// `[0, MAX_TIME_NS]`, offset up to `MAX_OFFSET`, bytes in `[-1, MAX_CALL_BYTES]`), else
     /// `None`: such an event comes from a damaged or hand-written log, and joining it would
@@ -112,6 +134,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in order.
+    pub const ALL: [Verdict; 9] = [
+        Verdict::Ok,
+        Verdict::Loss,
+        Verdict::PeerSlow,
+        Verdict::AppLate,
+        Verdict::WakeupLate,
+        Verdict::Unaligned,
+        Verdict::NoData,
+        Verdict::NotCaptured,
+        Verdict::Idle,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
@@ -610,7 +645,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         .enumerate()
         .filter(|(_, c)| c.kind == CallKind::Open)
     {
-        let entry = match (c.local.map(canonical), c.peer.map(canonical)) {
+        let entry = match (c.local().map(canonical), c.peer().map(canonical)) {
             (Some(local), Some(peer)) if c.tcp => tcp_flow(analysis, &by_pair, c, local, peer),
             (Some(local), Some(peer)) => UdpMatch::new(analysis, local, peer).map(|m| {
                 for &i in &m.flows {
@@ -626,7 +661,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         }
         if entry.is_none() {
             out.unmatched_streams
-                .push((c.pid, c.stream, c.local, c.peer));
+                .push((c.pid, c.stream, c.local(), c.peer()));
         }
         let mut state = StreamState {
             joined: entry,

@@ -48,7 +48,30 @@ pub struct Totals {
     /// The verdict of the read that lost the most time to its cause, and that time.
     pub worst: Option<(Verdict, i64)>,
     /// Verdict counts.
-    pub verdicts: BTreeMap<Verdict, u64>,
+    pub verdicts: VerdictCounts,
+}
+
+/// How many reads got each verdict: a counter per verdict (a sum over a million reads must
+/// not cost a map lookup each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerdictCounts([u64; Verdict::ALL.len()]);
+
+impl VerdictCounts {
+    pub fn add(&mut self, v: Verdict, n: u64) {
+        self.0[v as usize] += n;
+    }
+
+    pub fn get(&self, v: Verdict) -> u64 {
+        self.0[v as usize]
+    }
+
+    /// The verdicts counted at least once, with their counts, in verdict order.
+    pub fn iter(&self) -> impl Iterator<Item = (Verdict, u64)> + '_ {
+        Verdict::ALL
+            .into_iter()
+            .map(|v| (v, self.get(v)))
+            .filter(|&(_, n)| n > 0)
+    }
 }
 
 // Sums saturate: a damaged or hand-written log may hold absurd durations, and a sum must not
@@ -78,7 +101,7 @@ impl Totals {
         self.retransmitted_bytes = self
             .retransmitted_bytes
             .saturating_add(t.retransmitted_bytes);
-        *self.verdicts.entry(r.verdict).or_default() += 1;
+        self.verdicts.add(r.verdict, 1);
         let cost = match r.verdict {
             Verdict::Loss => t.loss_delay_ns,
             Verdict::PeerSlow => t.peer_wait_ns,
@@ -125,8 +148,8 @@ impl Totals {
         self.sends = self.sends.saturating_add(o.sends);
         self.send_bytes = self.send_bytes.saturating_add(o.send_bytes);
         self.send_blocked_ns = self.send_blocked_ns.saturating_add(o.send_blocked_ns);
-        for (v, n) in o.verdicts {
-            *self.verdicts.entry(v).or_default() += n;
+        for (v, n) in o.verdicts.iter() {
+            self.verdicts.add(v, n);
         }
         if let Some((v, cost)) = o.worst {
             self.consider_worst(v, cost);
@@ -165,52 +188,57 @@ impl Totals {
     }
 }
 
+/// Sums by whole tag: a hash of the string, and nothing at all while consecutive calls share
+/// one tag (the common case).
+#[derive(Default)]
+struct TagSums<'a> {
+    index: HashMap<&'a str, usize>,
+    sums: Vec<(&'a str, Totals)>,
+    last: Option<(&'a str, usize)>,
+}
+
+impl<'a> TagSums<'a> {
+    fn slot(&mut self, c: &'a SocketCall) -> Option<&mut Totals> {
+        let tag = c.test.as_deref()?;
+        let i = match self.last {
+            Some((l, i)) if std::ptr::eq(l, tag) => i,
+            _ => *self.index.entry(tag).or_insert_with(|| {
+                self.sums.push((tag, Totals::default()));
+                self.sums.len() - 1
+            }),
+        };
+        self.last = Some((tag, i));
+        Some(&mut self.sums[i].1)
+    }
+}
+
 /// Totals per (test node id, phase), in name order; calls made outside any test are left out.
 pub fn by_test<'a>(
     calls: &'a [SocketCall],
     blame: &Blame,
 ) -> BTreeMap<(&'a str, Option<&'a str>), Totals> {
-    // Sum by the whole tag first: a hash of the string, and nothing at all while consecutive
-    // calls share one tag (the common case); then split and order the few distinct tags.
-    let mut index: HashMap<&'a str, usize> = HashMap::new();
-    let mut sums: Vec<(&'a str, Totals)> = Vec::new();
-    let mut last: Option<(&'a str, usize)> = None;
-    let mut slot = |c: &'a SocketCall| -> Option<usize> {
-        let tag = c.test.as_deref()?;
-        let i = match last {
-            Some((l, i)) if std::ptr::eq(l, tag) => i,
-            _ => *index.entry(tag).or_insert_with(|| {
-                sums.push((tag, Totals::default()));
-                sums.len() - 1
-            }),
-        };
-        last = Some((tag, i));
-        Some(i)
-    };
-    let read_slots: Vec<Option<usize>> = blame.reads.iter().map(|r| slot(&calls[r.call])).collect();
-    let send_slots: Vec<Option<usize>> = blame.sends.iter().map(|s| slot(&calls[s.call])).collect();
-    let connect_slots: Vec<Option<usize>> = blame
-        .connects
-        .iter()
-        .map(|t| slot(&calls[t.call]))
-        .collect();
-    for (r, i) in blame.reads.iter().zip(read_slots) {
-        if let Some(i) = i {
-            sums[i].1.add_read(&calls[r.call], r);
+    // Sum by the whole tag first, then split and order the few distinct tags.
+    let mut sums = TagSums::default();
+    for r in &blame.reads {
+        let c = &calls[r.call];
+        if let Some(t) = sums.slot(c) {
+            t.add_read(c, r);
         }
     }
-    for (s, i) in blame.sends.iter().zip(send_slots) {
-        if let Some(i) = i {
-            sums[i].1.add_send(&calls[s.call]);
+    for s in &blame.sends {
+        let c = &calls[s.call];
+        if let Some(t) = sums.slot(c) {
+            t.add_send(c);
         }
     }
-    for (t, i) in blame.connects.iter().zip(connect_slots) {
-        if let Some(i) = i {
-            sums[i].1.add_connect(&calls[t.call], t);
+    for t in &blame.connects {
+        let c = &calls[t.call];
+        if let Some(sum) = sums.slot(c) {
+            sum.add_connect(c, t);
         }
     }
     let mut out: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
-    for (tag, t) in sums {
+    for (tag, t) in sums.sums {
         if let (Some(test), phase) = split_test(Some(tag)) {
             out.entry((test, phase)).or_default().merge(t);
         }
@@ -220,15 +248,32 @@ pub fn by_test<'a>(
 
 /// Totals per capture flow (`None`: connections not found in the capture).
 pub fn by_flow(calls: &[SocketCall], blame: &Blame) -> BTreeMap<Option<u32>, Totals> {
+    // Summed in a run of the same flow before the map is touched: consecutive calls are
+    // mostly on one connection.
     let mut out: BTreeMap<Option<u32>, Totals> = BTreeMap::new();
+    let mut run: Option<(Option<u32>, Totals)> = None;
+    let flush = |out: &mut BTreeMap<Option<u32>, Totals>, run: Option<(Option<u32>, Totals)>| {
+        if let Some((flow, t)) = run {
+            out.entry(flow).or_default().merge(t);
+        }
+    };
     for r in &blame.reads {
-        out.entry(r.flow_id)
-            .or_default()
-            .add_read(&calls[r.call], r);
+        if run.as_ref().is_none_or(|(f, _)| *f != r.flow_id) {
+            flush(&mut out, run.replace((r.flow_id, Totals::default())));
+        }
+        if let Some((_, t)) = run.as_mut() {
+            t.add_read(&calls[r.call], r);
+        }
     }
     for s in &blame.sends {
-        out.entry(s.flow_id).or_default().add_send(&calls[s.call]);
+        if run.as_ref().is_none_or(|(f, _)| *f != s.flow_id) {
+            flush(&mut out, run.replace((s.flow_id, Totals::default())));
+        }
+        if let Some((_, t)) = run.as_mut() {
+            t.add_send(&calls[s.call]);
+        }
     }
+    flush(&mut out, run);
     for t in &blame.connects {
         out.entry(t.flow_id)
             .or_default()
@@ -267,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn verdict_counts_index_every_verdict_in_order() {
+        let mut counts = VerdictCounts::default();
+        for (i, v) in Verdict::ALL.into_iter().enumerate() {
+            assert_eq!(v as usize, i, "Verdict::ALL is in declaration order");
+            counts.add(v, i as u64 + 1);
+        }
+        let listed: Vec<(Verdict, u64)> = counts.iter().collect();
+        assert_eq!(listed.len(), Verdict::ALL.len());
+        assert!(listed.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(counts.get(Verdict::Idle), Verdict::ALL.len() as u64);
+    }
+
+    #[test]
     fn worst_verdict_does_not_depend_on_call_order() {
         use crate::blame::{CallKind, ReadTiming};
         let call = SocketCall {
@@ -281,8 +339,7 @@ mod tests {
             offset: 0,
             peek: false,
             test: None,
-            local: None,
-            peer: None,
+            addrs: None,
             tcp: true,
             nonblocking: false,
             api: "recv",

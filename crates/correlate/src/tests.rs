@@ -521,8 +521,7 @@ mod join {
             offset,
             peek: false,
             test: None,
-            local: None,
-            peer: None,
+            addrs: None,
             tcp: true,
             nonblocking: false,
             api: "recv",
@@ -534,8 +533,10 @@ mod join {
     /// The open event of endpoint a's socket (10.0.0.1:40000 -> 10.0.0.2:80).
     fn open_a(tcp: bool, local: &str, peer: &str) -> SocketCall {
         let mut c = call(CallKind::Open, T0, T0, 0, 0);
-        c.local = Some(local.parse::<SocketAddr>().unwrap());
-        c.peer = Some(peer.parse::<SocketAddr>().unwrap());
+        c.set_addrs(
+            Some(local.parse::<SocketAddr>().unwrap()),
+            Some(peer.parse::<SocketAddr>().unwrap()),
+        );
         c.tcp = tcp;
         c
     }

@@ -42,6 +42,12 @@ pub struct ByteTimeline {
 }
 
 impl ByteTimeline {
+    /// Gives back the room the vectors grew into beyond their contents.
+    pub fn shrink_to_fit(&mut self) {
+        self.spans.shrink_to_fit();
+        self.ack_history.shrink_to_fit();
+    }
+
     /// The spans, sorted by position.
     pub fn spans(&self) -> &[Span] {
         &self.spans

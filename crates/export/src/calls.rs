@@ -177,7 +177,8 @@ pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, 
         col!(
             "peer",
             Option<String>,
-            t.iter().map(|x| calls[x.call].peer.map(|a| a.to_string()))
+            t.iter()
+                .map(|x| calls[x.call].peer().map(|a| a.to_string()))
         ),
         col!("done_ns", i64, t.iter().map(|x| x.done_ns)),
         col!(

@@ -170,7 +170,7 @@ impl<'a> PacketPass<'a> {
         let peers: HashMap<(u32, u64), std::net::SocketAddr> = calls
             .iter()
             .filter(|c| c.kind == netblame_correlate::CallKind::Open)
-            .filter_map(|c| Some(((c.pid, c.stream), c.peer?)))
+            .filter_map(|c| Some(((c.pid, c.stream), c.peer()?)))
             .collect();
         for (i, r) in blame.reads.iter().enumerate() {
             let c = &calls[r.call];

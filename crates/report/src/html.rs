@@ -176,11 +176,11 @@ fn overview(h: &mut String, all: &Totals) {
         );
     }
     h.push_str(r#"</ul><p class="verdicts">verdicts: "#);
-    for (v, n) in &all.verdicts {
+    for (v, n) in all.verdicts.iter() {
         let _ = write!(
             h,
             r#"<span class="chip {}">{} {n}</span> "#,
-            verdict_class(*v),
+            verdict_class(v),
             v.as_str()
         );
     }

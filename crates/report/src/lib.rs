@@ -47,11 +47,19 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
         .map(|e| (e.pid, e.stream))
         .collect();
     let total = events.len() as u64;
-    let calls: Vec<SocketCall> = events
+    let mut last_udp: Option<((u32, u64), bool)> = None;
+    let mut calls: Vec<SocketCall> = events
         .into_iter()
         .filter_map(|e| {
-            SocketCall {
-                tcp: !udp.contains(&(e.pid, e.stream)),
+            // Consecutive events are mostly of one stream: one set lookup per run of them.
+            let key = (e.pid, e.stream);
+            let is_udp = match last_udp {
+                Some((k, u)) if k == key => u,
+                _ => udp.contains(&key),
+            };
+            last_udp = Some((key, is_udp));
+            let mut call = SocketCall {
+                tcp: !is_udp,
                 kind: match e.kind {
                     Kind::Open => CallKind::Open,
                     Kind::Recv => CallKind::Recv,
@@ -70,16 +78,18 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                 offset: e.offset,
                 peek: e.peek,
                 test: e.test,
-                local: e.local,
-                peer: e.peer,
+                addrs: None,
                 nonblocking: e.nonblocking,
                 api: e.call.as_str(),
                 ready: e.ready,
                 errno: e.errno,
-            }
-            .checked()
+            };
+            call.set_addrs(e.local, e.peer);
+            call.checked()
         })
         .collect();
+    // The calls were collected into the events' (larger) allocation: give the rest back.
+    calls.shrink_to_fit();
     Calls {
         rejected: total - calls.len() as u64,
         calls,
@@ -421,7 +431,7 @@ fn slow_connects(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
     writeln!(out, "\nslow connects:")?;
     for t in slow.iter().take(MAX_LISTED) {
         let c = &calls[t.call];
-        let peer = c.peer.map_or("?".into(), |a| a.to_string());
+        let peer = c.peer().map_or("?".into(), |a| a.to_string());
         let syns = match t.syn_packets {
             0 | 1 => String::new(),
             n => format!("; {} SYNs: {} retransmitted", n, n - 1),

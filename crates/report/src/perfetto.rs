@@ -520,7 +520,7 @@ impl<W: Write> TraceWriter<W> {
                     (CallKind::Send, _) => "send",
                     _ => continue,
                 };
-                if let Some(peer) = c.peer {
+                if let Some(peer) = c.peer() {
                     args.push(self.text("peer", &peer.to_string()));
                 }
                 if let Some(test) = &c.test {
