@@ -296,7 +296,9 @@ impl FlowKey {
 pub struct Analyzer {
     config: AnalyzerConfig,
     flows: Vec<Flow>,
-    index: HashMap<FlowKey, usize>,
+    /// Flows by key. foldhash, randomly seeded per process: SipHash was a tenth of the
+    /// analysing thread's time, and a capture cannot be crafted against a seed it never sees.
+    index: HashMap<FlowKey, usize, foldhash::fast::RandomState>,
     last: Option<(FlowKey, usize)>,
     packets: Vec<PacketRecord>,
     quality: CaptureQuality,
