@@ -35,7 +35,8 @@ bench-flows *ARGS: release
     command -v tshark >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q tshark
     python3 bench/bench_flows.py {{ARGS}}
 
-# Interposer overhead: plain vs LD_PRELOAD vs strace on a loopback ping-pong (needs strace).
+# Interposer overhead: plain vs LD_PRELOAD vs strace on loopback ping-pongs (a C and a Rust
+# send+recv pair, a poll pair, an asyncio echo), fastest and median of 12 alternating rounds.
 bench-preload *ARGS:
     command -v strace >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q strace
     cargo build --release -p netblame-preload
@@ -46,7 +47,9 @@ bench-preload *ARGS:
 bench-capture *ARGS: release
     python3 bench/bench_capture.py {{ARGS}}
 
-# `netblame analyze` on a generated run of 1 M reads, 1 M sends and 4 M packets.
+# `netblame analyze` on generated runs of 1 M and 4 M exchanges (a read, a send, 4 packets each):
+# the report alone and with CSV + Parquet tables, against `netblame flows` on the same capture,
+# and how peak memory grows with the run.
 bench-analyze *ARGS: release
     cargo build --release -p netblame-cli --example gen_run
     python3 bench/bench_analyze.py {{ARGS}}

@@ -1,39 +1,73 @@
 #!/usr/bin/env python3
-"""`netblame analyze` on a generated run: --exchanges request/response pairs over 100
-connections (one read and one send event each, about 4 packets each), made by
-crates/cli/examples/gen_run.rs. Reports median time and peak RSS (wait4) of --runs runs."""
+"""`netblame analyze` on generated runs: N request/response exchanges over 100 connections (one
+read and one send event each, 4 packets each), made by crates/cli/examples/gen_run.rs, for each
+N of --exchanges. Each run is analysed for the report alone and with both table formats
+(`--csv --parquet`), and `netblame flows` reads the same capture as the reference in the same
+run (the first pass alone: what the join and the report add to it). Reports median wall time
+and peak RSS (wait4) of --runs runs, and how peak RSS grows with the run's length (issue 12:
+4 M exchanges at most 1.5x the peak of 1 M)."""
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+
+
+def measure(cmd, runs, before=None):
+    times, rss = [], []
+    for _ in range(runs):
+        if before:
+            before()
+        start = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(p.pid, 0)
+        if status != 0:
+            raise SystemExit(f"{cmd} failed ({status})")
+        times.append(time.perf_counter() - start)
+        rss.append(usage.ru_maxrss / 1024)
+    return statistics.median(times), max(rss)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--exchanges", type=int, default=1_000_000)
+    ap.add_argument("--exchanges", default="1000000,4000000", help="comma-separated run sizes")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-tables", action="store_true", help="skip the runs with tables")
     args = ap.parse_args()
-    release = os.path.join(ROOT, "target", "release")
-    with tempfile.TemporaryDirectory() as d:
-        run = os.path.join(d, "run")
-        subprocess.run([os.path.join(release, "examples", "gen_run"), run, str(args.exchanges), "100"], check=True)
-        size = os.path.getsize(os.path.join(run, "capture.pcap"))
-        times, rss = [], []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            p = subprocess.Popen([os.path.join(release, "netblame"), "analyze", run], stdout=subprocess.DEVNULL)
-            _, status, usage = os.wait4(p.pid, 0)
-            if status != 0:
-                raise SystemExit(f"netblame analyze failed ({status})")
-            times.append(time.perf_counter() - start)
-            rss.append(usage.ru_maxrss / 1024)
-    print(f"{args.exchanges} reads + {args.exchanges} sends, ~{4 * args.exchanges} packets ({size / 1e6:.0f} MB capture)")
-    print(f"netblame analyze: median {statistics.median(times):.2f} s over {args.runs} runs, peak RSS {max(rss):.0f} MiB")
+    netblame = os.path.join(RELEASE, "netblame")
+    rows, peaks = [], {}
+    for n in [int(x) for x in args.exchanges.split(",")]:
+        with tempfile.TemporaryDirectory() as d:
+            run = os.path.join(d, "run")
+            subprocess.run([os.path.join(RELEASE, "examples", "gen_run"), run, str(n), "100"], check=True)
+            size = os.path.getsize(os.path.join(run, "capture.pcap"))
+            cap = os.path.join(run, "capture.pcap")
+            flows = measure([netblame, "flows", cap], args.runs)
+            report = measure([netblame, "analyze", run], args.runs)
+            peaks[n] = report[1]
+            rows.append((n, size, "flows (first pass alone)", flows))
+            rows.append((n, size, "analyze (report)", report))
+            if not args.no_tables:
+                out = os.path.join(d, "tables")
+                clear = lambda: shutil.rmtree(out, ignore_errors=True)
+                tables = measure([netblame, "analyze", run, "--csv", out + "/csv", "--parquet", out + "/pq"],
+                                 args.runs, before=clear)
+                rows.append((n, size, "analyze --csv --parquet", tables))
+    print("| exchanges | capture | command | median time | peak RSS | bytes per exchange |")
+    print("|---:|---:|---|---:|---:|---:|")
+    for n, size, what, (t, rss) in rows:
+        print(f"| {n:,} | {size / 1e6:.0f} MB | {what} | {t:.2f} s | {rss:.0f} MiB | {rss * 1048576 / n:.0f} |")
+    sizes = sorted(peaks)
+    if len(sizes) > 1:
+        a, b = sizes[0], sizes[-1]
+        print(f"analyze peak RSS: {b:,} exchanges / {a:,} = {peaks[b] / peaks[a]:.2f}x "
+              f"for {b / a:.0f}x the run (goal: at most 1.5x for 4x)")
 
 
 if __name__ == "__main__":
