@@ -121,17 +121,28 @@ fn step(what: &str) -> ProgressBar {
 pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     refuse_to_overwrite_inputs(job)?;
     let tables = job.csv.is_some() || job.parquet.is_some();
-    let (analysis, _) = crate::flows::analyze_capture(
-        job.capture,
-        AnalyzerConfig {
-            keep_packets: tables,
-        },
-    )?;
-    let reading = step("reading the socket events");
-    let contents = match netblame_instrument::read_events(job.events) {
-        Err(LogError::NoLogs { .. }) if job.events_optional => LogContents::default(),
-        other => other?,
+    let config = AnalyzerConfig {
+        keep_packets: tables,
     };
+    // The events are read (and turned into calls) while the capture is: on a thread of their
+    // own when there is a core for it, else one after the other.
+    let (capture, events) = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        std::thread::scope(|scope| {
+            let events = scope.spawn(|| read_calls(job));
+            let capture = crate::flows::analyze_capture(job.capture, config);
+            let events = events
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (capture, events)
+        })
+    } else {
+        (
+            crate::flows::analyze_capture(job.capture, config),
+            read_calls(job),
+        )
+    };
+    let (analysis, _) = capture?;
+    let (contents, netblame_report::Calls { calls, rejected }) = events?;
     if let Some(damage) = &contents.damage {
         eprintln!("netblame: warning: {damage}; analysing the complete events before it");
     }
@@ -139,8 +150,6 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         eprintln!("netblame: warning: {lost}");
     }
     let lost = contents.lost;
-    let netblame_report::Calls { calls, rejected } = socket_calls(contents.events);
-    reading.finish_and_clear();
     let threshold_ns = (job.threshold_ms * 1e6) as i64;
     let joining = step("joining reads to packets");
     let result = blame(&analysis, &calls, threshold_ns);
@@ -167,6 +176,17 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         render(job, &analysis, &calls, &result, &caveats)?;
     }
     Ok(())
+}
+
+/// Reads the run's events and turns them into calls; the contents keep the damage and losses
+/// found (their events moved out).
+fn read_calls(job: &Job) -> Result<(LogContents, netblame_report::Calls)> {
+    let mut contents = match netblame_instrument::read_events(job.events) {
+        Err(LogError::NoLogs { .. }) if job.events_optional => LogContents::default(),
+        other => other?,
+    };
+    let calls = socket_calls(std::mem::take(&mut contents.events));
+    Ok((contents, calls))
 }
 
 /// The pictures must not overwrite the capture they are drawn from (the annotated copy would

@@ -212,89 +212,87 @@ impl<'a> TagSums<'a> {
     }
 }
 
-/// Totals per (test node id, phase), in name order; calls made outside any test are left out.
-pub fn by_test<'a>(
-    calls: &'a [SocketCall],
-    blame: &Blame,
-) -> BTreeMap<(&'a str, Option<&'a str>), Totals> {
-    // Sum by the whole tag first, then split and order the few distinct tags.
-    let mut sums = TagSums::default();
+/// Sums by capture flow, kept for a run of calls on one flow before the map is touched:
+/// consecutive calls are mostly on one connection.
+#[derive(Default)]
+struct FlowSums {
+    map: BTreeMap<Option<u32>, Totals>,
+    run: Option<(Option<u32>, Totals)>,
+}
+
+impl FlowSums {
+    fn slot(&mut self, flow: Option<u32>) -> &mut Totals {
+        if self.run.as_ref().is_none_or(|(f, _)| *f != flow) {
+            self.flush();
+            self.run = Some((flow, Totals::default()));
+        }
+        &mut self.run.get_or_insert_with(|| (flow, Totals::default())).1
+    }
+
+    fn flush(&mut self) {
+        if let Some((flow, t)) = self.run.take() {
+            self.map.entry(flow).or_default().merge(t);
+        }
+    }
+
+    fn finish(mut self) -> BTreeMap<Option<u32>, Totals> {
+        self.flush();
+        self.map
+    }
+}
+
+/// The sums the report shows: of every call, per test, per connection.
+#[derive(Debug, Clone, Default)]
+pub struct Summaries<'a> {
+    pub overall: Totals,
+    /// Per (test node id, phase), in name order; calls made outside any test are left out.
+    pub by_test: BTreeMap<(&'a str, Option<&'a str>), Totals>,
+    /// Per capture flow (`None`: connections not found in the capture).
+    pub by_flow: BTreeMap<Option<u32>, Totals>,
+}
+
+/// The three sums in one pass over the joined calls (a run holds millions: each pass costs
+/// a walk through all of them).
+pub fn summarize<'a>(calls: &'a [SocketCall], blame: &Blame) -> Summaries<'a> {
+    let mut overall = Totals::default();
+    let mut tests = TagSums::default();
+    let mut flows = FlowSums::default();
     for r in &blame.reads {
         let c = &calls[r.call];
-        if let Some(t) = sums.slot(c) {
+        overall.add_read(c, r);
+        flows.slot(r.flow_id).add_read(c, r);
+        if let Some(t) = tests.slot(c) {
             t.add_read(c, r);
         }
     }
     for s in &blame.sends {
         let c = &calls[s.call];
-        if let Some(t) = sums.slot(c) {
+        overall.add_send(c);
+        flows.slot(s.flow_id).add_send(c);
+        if let Some(t) = tests.slot(c) {
             t.add_send(c);
         }
     }
     for t in &blame.connects {
         let c = &calls[t.call];
-        if let Some(sum) = sums.slot(c) {
+        overall.add_connect(c, t);
+        flows.slot(t.flow_id).add_connect(c, t);
+        if let Some(sum) = tests.slot(c) {
             sum.add_connect(c, t);
         }
     }
-    let mut out: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
-    for (tag, t) in sums.sums {
+    // Split the few distinct tags into test and phase, and order them.
+    let mut by_test: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
+    for (tag, t) in tests.sums {
         if let (Some(test), phase) = split_test(Some(tag)) {
-            out.entry((test, phase)).or_default().merge(t);
+            by_test.entry((test, phase)).or_default().merge(t);
         }
     }
-    out
-}
-
-/// Totals per capture flow (`None`: connections not found in the capture).
-pub fn by_flow(calls: &[SocketCall], blame: &Blame) -> BTreeMap<Option<u32>, Totals> {
-    // Summed in a run of the same flow before the map is touched: consecutive calls are
-    // mostly on one connection.
-    let mut out: BTreeMap<Option<u32>, Totals> = BTreeMap::new();
-    let mut run: Option<(Option<u32>, Totals)> = None;
-    let flush = |out: &mut BTreeMap<Option<u32>, Totals>, run: Option<(Option<u32>, Totals)>| {
-        if let Some((flow, t)) = run {
-            out.entry(flow).or_default().merge(t);
-        }
-    };
-    for r in &blame.reads {
-        if run.as_ref().is_none_or(|(f, _)| *f != r.flow_id) {
-            flush(&mut out, run.replace((r.flow_id, Totals::default())));
-        }
-        if let Some((_, t)) = run.as_mut() {
-            t.add_read(&calls[r.call], r);
-        }
+    Summaries {
+        overall,
+        by_test,
+        by_flow: flows.finish(),
     }
-    for s in &blame.sends {
-        if run.as_ref().is_none_or(|(f, _)| *f != s.flow_id) {
-            flush(&mut out, run.replace((s.flow_id, Totals::default())));
-        }
-        if let Some((_, t)) = run.as_mut() {
-            t.add_send(&calls[s.call]);
-        }
-    }
-    flush(&mut out, run);
-    for t in &blame.connects {
-        out.entry(t.flow_id)
-            .or_default()
-            .add_connect(&calls[t.call], t);
-    }
-    out
-}
-
-/// Totals of every call.
-pub fn overall(calls: &[SocketCall], blame: &Blame) -> Totals {
-    let mut t = Totals::default();
-    for r in &blame.reads {
-        t.add_read(&calls[r.call], r);
-    }
-    for s in &blame.sends {
-        t.add_send(&calls[s.call]);
-    }
-    for c in &blame.connects {
-        t.add_connect(&calls[c.call], c);
-    }
-    t
 }
 
 #[cfg(test)]

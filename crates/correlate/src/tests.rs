@@ -687,7 +687,7 @@ mod join {
         let r = &b.reads[0];
         assert_eq!(r.verdict, Verdict::Idle);
         assert_eq!((r.timing.idle_ns, r.timing.peer_wait_ns), (900_000, 0));
-        let totals = crate::summary::overall(&calls, &b);
+        let totals = crate::summary::summarize(&calls, &b).overall;
         assert_eq!(
             (totals.reads, totals.idle_reads, totals.blamed_ns()),
             (0, 1, 0)
@@ -821,4 +821,68 @@ mod join {
         assert_eq!(b.causality_violations, 1);
         assert_eq!(b.reads[0].causality_violation_ns, Some(3 * MS));
     }
+}
+
+/// An Ethernet/IPv4/TCP ACK from A with the given option bytes.
+fn frame_with_options(options: &[u8]) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    tcp[8..12].copy_from_slice(&2000u32.to_be_bytes());
+    tcp[12] = (((20 + options.len()) / 4) as u8) << 4;
+    tcp[13] = F::ACK;
+    tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+    tcp.extend_from_slice(options);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&A);
+    ip.extend_from_slice(&B);
+    let total = (ip.len() + tcp.len()) as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut frame = vec![2; 6];
+    frame.extend_from_slice(&[1; 6]);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+fn tcp_header_of(frame: &[u8]) -> crate::decode::TcpHeader {
+    let seg = decode_frame(link_type::ETHERNET, frame, frame.len() as u32).unwrap();
+    match seg.transport {
+        Transport::Tcp(h) => h,
+        Transport::Udp => panic!("not TCP"),
+    }
+}
+
+#[test]
+fn timestamp_only_options_carry_nothing_read() {
+    let ts = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9];
+    let h = tcp_header_of(&frame_with_options(&ts));
+    assert_eq!(
+        (h.mss, h.window_scale, h.sack_permitted, h.sack_blocks),
+        (None, None, false, 0)
+    );
+    assert_eq!(h.window, 512);
+}
+
+#[test]
+fn sack_after_the_timestamp_is_still_read() {
+    // NOP, NOP, timestamp, then NOP, NOP, SACK with one block: 24 bytes, not the fast path.
+    let mut opts = vec![1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9, 1, 1, 5, 10];
+    opts.extend_from_slice(&3000u32.to_be_bytes());
+    opts.extend_from_slice(&4000u32.to_be_bytes());
+    let h = tcp_header_of(&frame_with_options(&opts));
+    assert_eq!(h.sack_blocks, 1);
+    assert_eq!(h.sack_right_edge, Some(crate::SeqNumber(4000)));
+}
+
+#[test]
+fn sack_in_place_of_the_timestamp_is_still_read() {
+    // The same 12 bytes as a timestamp layout would take: NOP, NOP, SACK with one block.
+    let mut opts = vec![1, 1, 5, 10];
+    opts.extend_from_slice(&3000u32.to_be_bytes());
+    opts.extend_from_slice(&4000u32.to_be_bytes());
+    let h = tcp_header_of(&frame_with_options(&opts));
+    assert_eq!(h.sack_blocks, 1);
 }

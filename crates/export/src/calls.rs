@@ -1,7 +1,7 @@
 //! The tables of socket calls joined to the capture: `reads`, `sends` and `tests`
 //! (docs/tables.md).
 
-use netblame_correlate::summary::{by_test, split_test};
+use netblame_correlate::summary::{split_test, summarize};
 use netblame_correlate::{Blame, SocketCall};
 use polars::prelude::*;
 
@@ -199,7 +199,7 @@ pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, 
 
 /// The `tests` table: one row per pytest test and phase.
 pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let groups = by_test(calls, blame);
+    let groups = summarize(calls, blame).by_test;
     let g = || groups.iter();
     let columns = vec![
         col!("test", &str, g().map(|((t, _), _)| *t)),

@@ -113,7 +113,8 @@ pub fn write_html(
     page: &Page,
 ) -> io::Result<()> {
     let mut h = String::with_capacity(1 << 20);
-    let all = summary::overall(calls, b);
+    let sums = summary::summarize(calls, b);
+    let all = &sums.overall;
     let _ = write!(
         h,
         r#"<!DOCTYPE html>
@@ -137,14 +138,14 @@ pub fn write_html(
         },
         thr = page.threshold_ms,
     );
-    overview(&mut h, &all);
+    overview(&mut h, all);
     caveats(&mut h, analysis, b, page.caveats);
-    tests_table(&mut h, calls, b);
-    let per_flow = summary::by_flow(calls, b);
-    connections_table(&mut h, analysis, &per_flow);
+    tests_table(&mut h, &sums.by_test);
+    let per_flow = &sums.by_flow;
+    connections_table(&mut h, analysis, per_flow);
     slowest_table(&mut h, calls, b, d);
     graphs(&mut h, analysis, calls, b, d);
-    timelines(&mut h, analysis, calls, b, d, &per_flow);
+    timelines(&mut h, analysis, calls, b, d, per_flow);
     let _ = write!(
         h,
         r#"<footer>netblame {version}. Times are the capture's and the program's CLOCK_REALTIME, in ns; the model is docs/timing-model.md. Hover a mark for its numbers; click a column to sort.</footer>
@@ -266,8 +267,7 @@ fn num_td(v: impl std::fmt::Display) -> String {
     format!(r#"<td class="n" data-v="{v}">{v}</td>"#)
 }
 
-fn tests_table(h: &mut String, calls: &[SocketCall], b: &Blame) {
-    let per_test = summary::by_test(calls, b);
+fn tests_table(h: &mut String, per_test: &BTreeMap<(&str, Option<&str>), Totals>) {
     if per_test.is_empty() {
         return;
     }

@@ -149,7 +149,8 @@ pub fn write_text(
     threshold_ms: f64,
     caveats: &Caveats,
 ) -> io::Result<()> {
-    let all = summary::overall(calls, b);
+    let sums = summary::summarize(calls, b);
+    let all = &sums.overall;
     writeln!(
         out,
         "netblame: {} reads with data ({}), {} sends ({})",
@@ -203,7 +204,7 @@ pub fn write_text(
     slow_connects(out, calls, b)?;
     held_sends(out, calls, b, threshold_ms)?;
 
-    let per_test = summary::by_test(calls, b);
+    let per_test = &sums.by_test;
     if !per_test.is_empty() {
         writeln!(out, "\nper test (most time lost first):")?;
         let mut tests: Vec<_> = per_test.iter().collect();
@@ -232,8 +233,7 @@ pub fn write_text(
         more(out, &tests[tests.len().min(MAX_LISTED)..], "tests", "tests")?;
     }
     writeln!(out, "\nper connection (most time lost first):")?;
-    let per_flow = summary::by_flow(calls, b);
-    let mut flows: Vec<_> = per_flow.iter().collect();
+    let mut flows: Vec<_> = sums.by_flow.iter().collect();
     flows.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
     for (f, x) in flows.iter().take(MAX_LISTED) {
         writeln!(
