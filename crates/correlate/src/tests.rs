@@ -476,6 +476,44 @@ mod prop {
             let _ = decode_frame(lt, &bytes, bytes.len() as u32 + extra);
         }
 
+        /// The fast path for plain IPv4/TCP says exactly what etherparse's general path says,
+        /// wherever it answers: header-only captures, padding, absurd total lengths,
+        /// fragments, options, truncation.
+        #[test]
+        fn common_ipv4_tcp_path_agrees_with_the_general_one(
+            first in prop_oneof![4 => Just(0x45u8), 1 => Just(0x46), 1 => Just(0x44), 1 => any::<u8>()],
+            proto in prop_oneof![4 => Just(6u8), 1 => Just(17), 1 => any::<u8>()],
+            frag in prop_oneof![3 => Just(0u16), 1 => Just(0x4000), 1 => Just(0x2000), 1 => any::<u16>()],
+            total_delta in -30i32..60,
+            total_zero in any::<bool>(),
+            offset_words in prop_oneof![3 => Just(5u8), 3 => Just(8), 1 => 0u8..16],
+            ts_options in any::<bool>(),
+            fields in proptest::collection::vec(any::<u8>(), 40),
+            extra in proptest::collection::vec(any::<u8>(), 0..40),
+            cut in 0usize..100,
+            wire_extra in 0u32..3000,
+        ) {
+            let mut ip = fields[..20].to_vec();
+            ip[0] = first;
+            ip[9] = proto;
+            ip[6..8].copy_from_slice(&frag.to_be_bytes());
+            let mut tcp = fields[20..40].to_vec();
+            tcp[12] = (offset_words << 4) | (tcp[12] & 0x0f);
+            let mut options = if ts_options { vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2] } else { Vec::new() };
+            options.extend_from_slice(&extra);
+            let mut bytes = ip;
+            bytes.extend_from_slice(&tcp);
+            bytes.extend_from_slice(&options);
+            let total = if total_zero { 0 } else { (bytes.len() as i32 + total_delta).clamp(0, 65535) };
+            bytes[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            bytes.truncate(bytes.len().saturating_sub(cut % (bytes.len() + 1)));
+            let wire = bytes.len() as u32 + wire_extra;
+            let dir = crate::decode::LinkDirection::Unknown;
+            if let Some(fast) = crate::decode::decode_ipv4_tcp_common(&bytes, dir, wire) {
+                prop_assert_eq!(Ok(fast), crate::decode::decode_ip_general(&bytes, dir, wire));
+            }
+        }
+
         /// Whatever order segments arrive in, every captured byte is either unique or
         /// retransmitted, and spans never overlap.
         #[test]
@@ -885,4 +923,22 @@ fn sack_in_place_of_the_timestamp_is_still_read() {
     opts.extend_from_slice(&4000u32.to_be_bytes());
     let h = tcp_header_of(&frame_with_options(&opts));
     assert_eq!(h.sack_blocks, 1);
+}
+
+#[test]
+fn plain_ipv4_tcp_takes_the_common_path() {
+    // A header-only capture of a 100-byte segment: the IP total length is beyond the bytes.
+    let (frame, orig) = tcp_frame(true, 1, 0, F::ACK, 100, 512);
+    let ip = &frame[14..];
+    let dir = crate::decode::LinkDirection::Unknown;
+    let fast = crate::decode::decode_ipv4_tcp_common(ip, dir, orig - 14).expect("common path");
+    assert_eq!(fast.payload_len, 100);
+    assert_eq!(
+        Ok(fast),
+        crate::decode::decode_ip_general(ip, dir, orig - 14)
+    );
+    // With an IP option (IHL 6) it is left to the general path.
+    let mut with_option = ip.to_vec();
+    with_option[0] = 0x46;
+    assert!(crate::decode::decode_ipv4_tcp_common(&with_option, dir, orig - 14).is_none());
 }
