@@ -222,9 +222,8 @@ struct FlowSums {
 
 impl FlowSums {
     fn slot(&mut self, flow: Option<u32>) -> &mut Totals {
-        if self.run.as_ref().is_none_or(|(f, _)| *f != flow) {
+        if self.run.as_ref().is_some_and(|(f, _)| *f != flow) {
             self.flush();
-            self.run = Some((flow, Totals::default()));
         }
         &mut self.run.get_or_insert_with(|| (flow, Totals::default())).1
     }
