@@ -10,28 +10,13 @@ and peak RSS (wait4) of --runs runs, and how peak RSS grows with the run's lengt
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
+
+from timing import timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
-
-
-def measure(cmd, runs, before=None):
-    times, rss = [], []
-    for _ in range(runs):
-        if before:
-            before()
-        start = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(p.pid, 0)
-        if status != 0:
-            raise SystemExit(f"{cmd} failed ({status})")
-        times.append(time.perf_counter() - start)
-        rss.append(usage.ru_maxrss / 1024)
-    return statistics.median(times), max(rss)
 
 
 def main():
@@ -48,15 +33,15 @@ def main():
             subprocess.run([os.path.join(RELEASE, "examples", "gen_run"), run, str(n), "100"], check=True)
             size = os.path.getsize(os.path.join(run, "capture.pcap"))
             cap = os.path.join(run, "capture.pcap")
-            flows = measure([netblame, "flows", cap], args.runs)
-            report = measure([netblame, "analyze", run], args.runs)
+            flows = timed([netblame, "flows", cap], args.runs)
+            report = timed([netblame, "analyze", run], args.runs)
             peaks[n] = report[1]
             rows.append((n, size, "flows (first pass alone)", flows))
             rows.append((n, size, "analyze (report)", report))
             if not args.no_tables:
                 out = os.path.join(d, "tables")
                 clear = lambda: shutil.rmtree(out, ignore_errors=True)
-                tables = measure([netblame, "analyze", run, "--csv", out + "/csv", "--parquet", out + "/pq"],
+                tables = timed([netblame, "analyze", run, "--csv", out + "/csv", "--parquet", out + "/pq"],
                                  args.runs, before=clear)
                 rows.append((n, size, "analyze --csv --parquet", tables))
     print("| exchanges | capture | command | median time | peak RSS | bytes per exchange |")

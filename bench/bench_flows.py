@@ -16,25 +16,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "testbed"))
 
-
-def measure(cmd, runs):
-    times, rss = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        with open(os.devnull, "w") as null:
-            p = subprocess.Popen(cmd, stdout=null, stderr=null)
-            _, status, usage = os.wait4(p.pid, 0)
-        elapsed = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{cmd} failed with status {status}")
-        times.append(elapsed)
-        rss.append(usage.ru_maxrss)  # KiB on Linux
-    return statistics.median(times), max(rss)
+from timing import timed  # noqa: E402
 
 
 def count_packets(netblame, capture):
@@ -83,15 +69,15 @@ def main():
         for name, cmd in tools.items():
             if name.startswith("tshark") and round_no > 0:
                 continue
-            secs, rss_kib = measure(cmd, 1)
+            secs, rss_mib = timed(cmd, quiet=True)
             times[name].append(secs)
-            rss[name] = max(rss[name], rss_kib)
+            rss[name] = max(rss[name], rss_mib)
     for name in tools:
         secs = statistics.median(times[name])
         ratios = [t / n for t, n in zip(times[name], times["netblame flows"])]
-        results[name] = {"seconds": secs, "peak_rss_mib": rss[name] / 1024, "runs": len(times[name]),
+        results[name] = {"seconds": secs, "peak_rss_mib": rss[name], "runs": len(times[name]),
                          "median_round_ratio": statistics.median(ratios)}
-        print(f"  {name:<28} {secs:8.3f} s  {packets / secs / 1e6:6.2f} M pkt/s  {rss[name] / 1024:8.1f} MiB"
+        print(f"  {name:<28} {secs:8.3f} s  {packets / secs / 1e6:6.2f} M pkt/s  {rss[name]:8.1f} MiB"
               f"  runs: {' '.join(f'{t:.3f}' for t in times[name])}", flush=True)
 
     nb = results["netblame flows"]

@@ -23,22 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "testbed"))
+
+from timing import timed  # noqa: E402
 RELEASE = ROOT / "target" / "release"
 NETBLAME = RELEASE / "netblame"
 PICTURES = ("report.html", "trace.pftrace", "capture-annotated.pcapng")
-
-
-def timed(cmd, runs):
-    times, rss = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(p.pid, 0)
-        if status != 0:
-            raise SystemExit(f"{cmd}: failed ({status})")
-        times.append(time.perf_counter() - start)
-        rss.append(usage.ru_maxrss / 1024)
-    return statistics.median(times), max(rss)
 
 
 def seconds(cmd):
