@@ -10,9 +10,7 @@ mod live;
 mod write;
 
 pub use file::{CaptureReader, FileFormat, FileStats, RawPacket, ReadError, MAX_RECORD_LEN};
-pub use live::{
-    end_with_parent, CaptureStats, LiveCapture, LiveConfig, LiveError, DEFAULT_SNAPLEN,
-};
+pub use live::{CaptureStats, LiveCapture, LiveConfig, LiveError, DEFAULT_SNAPLEN};
 pub use write::{PacketSink, PcapWriter, PcapngWriter};
 
 #[cfg(test)]

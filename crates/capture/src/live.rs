@@ -142,6 +142,10 @@ impl LiveCapture {
                     message: e.to_string(),
                 })?;
         }
+        close_on_exec(cap.as_raw_fd()).map_err(|e| LiveError::Pcap {
+            iface: iface.into(),
+            message: format!("cannot make the capture's socket close-on-exec: {e}"),
+        })?;
         let link_type = cap.get_datalink().0 as u16;
         Ok(LiveCapture {
             cap,
@@ -213,6 +217,11 @@ impl LiveCapture {
         self.stats()
     }
 
+    /// The capture's packet socket (for checks; reading it is this type's job).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.cap.as_raw_fd()
+    }
+
     /// Waits until the capture has packets or `ms` pass.
     fn wait_readable(&self, ms: i32) {
         let mut pfd = libc::pollfd {
@@ -236,18 +245,14 @@ impl LiveCapture {
     }
 }
 
-/// Makes the process `cmd` spawns (a capture helper such as tcpdump) get SIGTERM when the
-/// thread that spawned it ends: a netblame killed with SIGKILL leaves no capture running.
-pub fn end_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which
-    // is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
+/// libpcap opens its packet socket without `SOCK_CLOEXEC`: a program exec'd while the capture is
+/// open would keep a socket that reads every frame on the interface.
+fn close_on_exec(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on the capture's own open descriptor; it changes only its flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }

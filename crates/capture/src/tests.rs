@@ -323,3 +323,29 @@ fn pcapng_comment_longer_than_an_option_is_cut_at_a_character() {
     let (pkts, _) = read_all(bytes).unwrap();
     assert_eq!(pkts, vec![(1, b"x".to_vec(), 1)]);
 }
+
+#[test]
+fn a_live_capture_socket_is_close_on_exec() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("NETBLAME_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+            "a live capture needs root, and NETBLAME_REQUIRE_ROOT_TESTS=1"
+        );
+        eprintln!("skipped: a live capture needs root");
+        return;
+    }
+    let live = LiveCapture::open(&LiveConfig {
+        iface: "lo".into(),
+        filter: "tcp port 9".into(),
+        snaplen: DEFAULT_SNAPLEN,
+        buffer_bytes: 1 << 20,
+    })
+    .unwrap();
+    // SAFETY: F_GETFD on the capture's open descriptor only reads its flags.
+    let flags = unsafe { libc::fcntl(live.raw_fd(), libc::F_GETFD) };
+    assert!(
+        flags >= 0 && flags & libc::FD_CLOEXEC != 0,
+        "flags {flags:#x}"
+    );
+}

@@ -166,7 +166,9 @@ impl Session {
             FileFormat::Pcap => path.to_path_buf(),
             FileFormat::Pcapng => path.with_extension("tcpdump.pcap"),
         };
-        let mut child = netblame_capture::end_with_parent(&mut Command::new("tcpdump"))
+        let mut tcpdump = Command::new("tcpdump");
+        netblame_launch::as_given(netblame_launch::end_with_parent(&mut tcpdump));
+        let mut child = tcpdump
             .args([
                 "-i",
                 &opts.iface,

@@ -93,7 +93,7 @@ fn private_network() -> Result<(), String> {
     let missing: Vec<&str> = [("ip", "-V"), ("nft", "--version")]
         .into_iter()
         .filter(|(tool, version)| {
-            Command::new(tool)
+            netblame_launch::as_given(&mut Command::new(tool))
                 .arg(version)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -111,7 +111,7 @@ fn private_network() -> Result<(), String> {
     let home = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
     unshare(CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("creating a network namespace needs root (CAP_SYS_ADMIN): {e}"))?;
-    let up = Command::new("ip")
+    let up = netblame_launch::as_given(&mut Command::new("ip"))
         .args(["link", "set", "lo", "up"])
         .status()
         .map_err(|e| e.to_string())
@@ -130,7 +130,7 @@ fn private_network() -> Result<(), String> {
 
 /// Runs `nft -f -` with `rules`; the error says what nft printed.
 fn nft(rules: &str) -> Result<String> {
-    let mut child = Command::new("nft")
+    let mut child = netblame_launch::as_given(&mut Command::new("nft"))
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

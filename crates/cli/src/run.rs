@@ -205,6 +205,9 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         _ => preload.clone().into_os_string(),
     };
     let mut cmd = Command::new(program);
+    // Nothing of netblame's: no descriptor but those netblame was given, and the signal state
+    // netblame was started with (see crates/launch).
+    netblame_launch::as_given(&mut cmd);
     cmd.args(rest)
         .env("LD_PRELOAD", ld_preload)
         .env("NETBLAME_EVENTS_DIR", &events_dir);
