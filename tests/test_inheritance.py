@@ -186,3 +186,21 @@ def test_the_demos_helpers_get_nothing_of_netblames(netns, tmp_path, probe_dir, 
     assert names == ["ip", "nft"], names
     for h in helper_reports.iterdir():
         assert_handed_as_given(Report(h.read_text()), ref, pid, h.name, stdio=False)
+
+
+@pytest.mark.parametrize("hand", sorted(HANDS))
+def test_a_broken_pipe_ends_a_program_as_it_would_without_netblame(netns, tmp_path, given_file, hand):
+    """How netblame could change a suite's outcome: given SIGPIPE ignored (nohup, a CI runner
+    started from Python), the command got it back at its default, so a writer into a closed pipe
+    died of SIGPIPE (141) instead of seeing EPIPE (and exiting 1, as `yes` does)."""
+    need_root("a live capture")
+    bash = shutil.which("bash")
+    script = "yes | head -n1 >/dev/null; echo ${PIPESTATUS[0]}"
+    _, code, direct, err = start([bash, "-c", script], netns, hand, given_file)
+    assert code == 0, err
+    expected = "1" if signal.SIGPIPE in HANDS[hand][0] else "141"
+    assert direct.strip() == expected, "the reference"
+    _, code, under, err = start([netblame_path(), "run", "--out", tmp_path / "run", "--", bash, "-c", script],
+                                netns, hand, given_file)
+    assert code == 0, err
+    assert under.strip() == direct.strip(), "a broken pipe ends the program differently under netblame"
