@@ -187,74 +187,67 @@ pub fn end_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
-fn disposition(sig: i32) -> Option<libc::sighandler_t> {
+/// `rt_sigaction(2)`: sets `new` when given, returns the action before.
+fn rt_sigaction(sig: i32, new: Option<&KernelSigaction>) -> io::Result<KernelSigaction> {
     let mut old = KernelSigaction::default();
-    // SAFETY: rt_sigaction with a null new action only writes the old one into `old`, a
-    // kernel-layout struct of the size the call is told.
+    let new = new.map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+    // SAFETY: `new` is null or a kernel-layout struct that outlives the call; `old` is one the
+    // kernel writes; the set size is the kernel's.
     let r = unsafe {
         libc::syscall(
             libc::SYS_rt_sigaction,
             sig,
-            std::ptr::null::<KernelSigaction>(),
+            new,
             &mut old as *mut KernelSigaction,
             KERNEL_SIGSET_BYTES,
         )
     };
-    (r == 0).then_some(old.handler)
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(old)
 }
 
+/// `rt_sigprocmask(2)`: applies `new` with `how` when given, returns the mask before.
+fn rt_sigprocmask(how: i32, new: Option<u64>) -> io::Result<u64> {
+    let mut old: u64 = 0;
+    let new = new.as_ref().map_or(std::ptr::null(), |n| n as *const u64);
+    // SAFETY: `new` is null or one 64-bit kernel signal set that outlives the call; `old` is one
+    // the kernel writes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            new,
+            &mut old as *mut u64,
+            KERNEL_SIGSET_BYTES,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(old)
+}
+
+fn disposition(sig: i32) -> Option<libc::sighandler_t> {
+    rt_sigaction(sig, None).ok().map(|a| a.handler)
+}
+
+/// SIG_IGN or SIG_DFL: no handler runs, so no restorer is needed.
 fn set_disposition(sig: i32, handler: libc::sighandler_t) -> io::Result<()> {
     let new = KernelSigaction {
         handler,
         ..KernelSigaction::default()
     };
-    // SAFETY: a kernel-layout struct with SIG_IGN or SIG_DFL (no handler runs, so no restorer is
-    // needed), and no old action asked for.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            sig,
-            &new as *const KernelSigaction,
-            std::ptr::null_mut::<KernelSigaction>(),
-            KERNEL_SIGSET_BYTES,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    rt_sigaction(sig, Some(&new)).map(drop)
 }
 
 fn blocked_now() -> u64 {
-    let mut old: u64 = 0;
-    // SAFETY: with a null new set, rt_sigprocmask only writes the current mask into `old`.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK,
-            std::ptr::null::<u64>(),
-            &mut old as *mut u64,
-            KERNEL_SIGSET_BYTES,
-        )
-    };
-    old
+    rt_sigprocmask(libc::SIG_BLOCK, None).unwrap_or(0)
 }
 
 fn set_blocked(mask: u64) -> io::Result<()> {
-    // SAFETY: reads one 64-bit kernel signal set; asks for no old one.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &mask as *const u64,
-            std::ptr::null_mut::<u64>(),
-            KERNEL_SIGSET_BYTES,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    rt_sigprocmask(libc::SIG_SETMASK, Some(mask)).map(drop)
 }
 
 /// The open descriptors above 2, in order.

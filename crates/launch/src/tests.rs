@@ -124,14 +124,9 @@ fn a_given_descriptor_passes_but_not_its_number_reused_for_another_file() {
 #[test]
 fn the_child_gets_the_signal_state_the_process_was_given() {
     // Changed after start: the child must not see these.
-    // SAFETY: ignoring SIGUSR1 process-wide and blocking SIGUSR2 on this thread; no handler.
-    unsafe {
-        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGUSR2);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    // Ignoring SIGUSR1 process-wide and blocking SIGUSR2 on this thread; no handler.
+    set_disposition(libc::SIGUSR1, libc::SIG_IGN).unwrap();
+    rt_sigprocmask(libc::SIG_BLOCK, Some(bit(libc::SIGUSR2))).unwrap();
     let view = child_view(netblame_child);
     assert_eq!(view.field("SigIgn"), given().ignored(), "{}", view.status);
     assert_eq!(view.field("SigBlk"), given().blocked(), "{}", view.status);
@@ -145,14 +140,8 @@ fn the_child_gets_the_signal_state_the_process_was_given() {
         "{}",
         plain.status
     );
-    // SAFETY: undoes the changes above.
-    unsafe {
-        libc::signal(libc::SIGUSR1, libc::SIG_DFL);
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGUSR2);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-    }
+    set_disposition(libc::SIGUSR1, libc::SIG_DFL).unwrap();
+    rt_sigprocmask(libc::SIG_UNBLOCK, Some(bit(libc::SIGUSR2))).unwrap();
 }
 
 #[test]
