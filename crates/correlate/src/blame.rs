@@ -131,11 +131,13 @@ pub enum Verdict {
     NotCaptured,
     /// A server waiting for its client's next request: not slow, just idle (`idle_ns`).
     Idle,
+    /// A connect the peer answered with a RST (nothing listening): `peer_ns` is the RST's time.
+    Refused,
 }
 
 impl Verdict {
     /// Every verdict, in order.
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Ok,
         Verdict::Loss,
         Verdict::PeerSlow,
@@ -145,6 +147,7 @@ impl Verdict {
         Verdict::NoData,
         Verdict::NotCaptured,
         Verdict::Idle,
+        Verdict::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,6 +161,7 @@ impl Verdict {
             Verdict::NoData => "no-data",
             Verdict::NotCaptured => "not-captured",
             Verdict::Idle => "idle",
+            Verdict::Refused => "refused",
         }
     }
 }
@@ -425,11 +429,15 @@ impl ConnectTiming {
         (self.done_ns - c.t_call_ns).max(0)
     }
 
-    /// Splits the connect given its done time and its flow's handshake.
+    /// Splits the connect given its done time and its flow's handshake: the peer answered the
+    /// (last) SYN with a SYN-ACK, or refused it with a RST.
     fn compute(&mut self, c: &SocketCall, flow: Option<&Flow>, threshold_ns: i64) {
-        let handshake =
-            flow.and_then(|f| Some((f.syn_ts_ns?, f.syn_answered_ts_ns?, f.syn_ack_ts_ns?)));
-        let Some((first, answered, syn_ack)) = handshake else {
+        let handshake = flow.and_then(|f| {
+            let answer = f.syn_ack_ts_ns.map(|t| (t, false));
+            let answer = answer.or(f.syn_rst_ts_ns.map(|t| (t, true)));
+            Some((f.syn_ts_ns?, f.syn_answered_ts_ns?, answer?))
+        });
+        let Some((first, answered, (syn_ack, refused))) = handshake else {
             self.verdict = Verdict::NotCaptured;
             return;
         };
@@ -446,7 +454,13 @@ impl ConnectTiming {
             (self.wakeup_ns, Verdict::WakeupLate),
         ];
         let (ns, v) = causes.into_iter().max_by_key(|(ns, _)| *ns).expect("four");
-        self.verdict = if ns >= threshold_ns { v } else { Verdict::Ok };
+        self.verdict = if refused {
+            Verdict::Refused
+        } else if ns >= threshold_ns {
+            v
+        } else {
+            Verdict::Ok
+        };
     }
 }
 
@@ -625,17 +639,7 @@ impl StreamState {
 
 /// Joins `calls` to `analysis` and computes the timing of every read and send.
 pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Blame {
-    // Flows by endpoint pair, in capture order (a port pair can be reused).
-    let mut by_pair: HashMap<(SocketAddr, SocketAddr), Vec<usize>> = HashMap::new();
-    for (i, f) in analysis.flows.iter().enumerate() {
-        if f.protocol != Protocol::Tcp {
-            continue;
-        }
-        let a = SocketAddr::new(f.endpoints[0].addr, f.endpoints[0].port);
-        let b = SocketAddr::new(f.endpoints[1].addr, f.endpoints[1].port);
-        by_pair.entry((a, b)).or_default().push(i);
-        by_pair.entry((b, a)).or_default().push(i);
-    }
+    let by_pair = TcpFlowIndex::new(analysis);
     let mut streams: HashMap<(u32, u64), StreamState> = HashMap::new();
     let mut udp: Vec<UdpMatch> = Vec::new();
     let mut out = Blame::default();
@@ -659,7 +663,10 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         if let Some(Joined::Tcp { flow, .. }) = entry {
             flow_joined[flow] = true;
         }
-        if entry.is_none() {
+        // A TCP socket without a peer is a listening one (an older interposer recorded those on
+        // first use) or one never connected: not a connection the capture could be missing.
+        let connection = !c.tcp || c.peer().is_some_and(|p| p.port() != 0);
+        if entry.is_none() && connection {
             out.unmatched_streams
                 .push((c.pid, c.stream, c.local(), c.peer()));
         }
@@ -846,15 +853,54 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
     out
 }
 
+/// TCP flows by endpoint pair (both orders), in capture order (a port pair can be reused).
+#[derive(Debug, Default)]
+struct TcpFlowIndex {
+    by_pair: HashMap<(SocketAddr, SocketAddr), Vec<usize>>,
+    /// By (local port, peer), for a local address known only by its port: a connect that failed
+    /// leaves its socket bound to 0.0.0.0:PORT.
+    by_port_peer: HashMap<(u16, SocketAddr), Vec<usize>>,
+}
+
+impl TcpFlowIndex {
+    fn new(analysis: &Analysis) -> TcpFlowIndex {
+        let mut index = TcpFlowIndex::default();
+        for (i, f) in analysis.flows.iter().enumerate() {
+            if f.protocol != Protocol::Tcp {
+                continue;
+            }
+            let a = SocketAddr::new(f.endpoints[0].addr, f.endpoints[0].port);
+            let b = SocketAddr::new(f.endpoints[1].addr, f.endpoints[1].port);
+            for (me, them) in [(a, b), (b, a)] {
+                index.by_pair.entry((me, them)).or_default().push(i);
+                index
+                    .by_port_peer
+                    .entry((me.port(), them))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        index
+    }
+
+    fn candidates(&self, local: SocketAddr, peer: SocketAddr) -> Option<&Vec<usize>> {
+        if local.ip().is_unspecified() {
+            self.by_port_peer.get(&(local.port(), peer))
+        } else {
+            self.by_pair.get(&(local, peer))
+        }
+    }
+}
+
 /// The TCP connection of an open event: the flow of that endpoint pair alive when it opened.
 fn tcp_flow(
     analysis: &Analysis,
-    by_pair: &HashMap<(SocketAddr, SocketAddr), Vec<usize>>,
+    index: &TcpFlowIndex,
     c: &SocketCall,
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Option<Joined> {
-    let cands = by_pair.get(&(local, peer))?;
+    let cands = index.candidates(local, peer)?;
     // The last one started by then (with a little slack for the capture's clock granularity).
     let i = cands
         .iter()

@@ -209,6 +209,8 @@ pub struct Flow {
     /// when SYNs were lost (or a full listen backlog ignored them) and retransmitted.
     pub syn_answered_ts_ns: Option<i64>,
     pub syn_ack_ts_ns: Option<i64>,
+    /// The RST the SYN's receiver answered with before any SYN-ACK: the connection was refused.
+    pub syn_rst_ts_ns: Option<i64>,
     /// Time from the SYN to the ACK of the SYN-ACK, as seen from the capture point: a full
     /// round trip wherever the capture sat.
     pub handshake_rtt_ns: Option<i64>,
@@ -397,6 +399,7 @@ impl Analyzer {
             syn_ts_ns: None,
             syn_answered_ts_ns: None,
             syn_ack_ts_ns: None,
+            syn_rst_ts_ns: None,
             handshake_rtt_ns: None,
         });
         self.index.insert(key, idx);
@@ -543,6 +546,9 @@ impl Analyzer {
         }
         if rst {
             this.stats.rst_packets += 1;
+            if d == 1 && flow.syn_ts_ns.is_some() && flow.syn_ack_ts_ns.is_none() {
+                flow.syn_rst_ts_ns.get_or_insert(ts_ns);
+            }
         }
         let unwrap = this
             .unwrap

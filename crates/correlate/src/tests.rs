@@ -795,6 +795,52 @@ mod join {
         assert_eq!(blame(&a, &[], MS).unmatched_flows, vec![1]);
     }
 
+    /// A SYN at 1 ms answered by a RST at 2 ms: nothing listened on the port.
+    fn refused_trace() -> Analysis {
+        let mut t = Trace::new();
+        t.pkt(true, 1000, 0, F::SYN, 0)
+            .pkt(false, 0, 1001, F::RST | F::ACK, 0);
+        t.done()
+    }
+
+    #[test]
+    fn a_connect_answered_with_a_rst_is_refused_and_joined_by_port() {
+        let a = refused_trace();
+        assert_eq!(a.flows[0].syn_rst_ts_ns, Some(T0 + 2 * MS));
+        // A blocking connect that failed: the socket keeps its port, not its address.
+        let mut c = open_a(true, "0.0.0.0:40000", "10.0.0.2:80");
+        c.api = "connect";
+        (c.t_call_ns, c.t_return_ns, c.errno) = (T0 + MS / 2, T0 + 2 * MS + 10_000, 111);
+        let b = blame(&a, &[c], MS);
+        let t = &b.connects[0];
+        assert_eq!(t.verdict, Verdict::Refused);
+        assert_eq!(t.flow_id, Some(1));
+        assert_eq!((t.peer_ns, t.wakeup_ns, t.syn_loss_ns), (MS, 10_000, 0));
+        assert!(b.unmatched_flows.is_empty() && b.unmatched_streams.is_empty());
+    }
+
+    #[test]
+    fn a_rst_after_the_handshake_is_not_a_refusal() {
+        let mut t = Trace::new();
+        t.handshake().pkt(false, 5001, 1001, F::RST | F::ACK, 0);
+        let a = t.done();
+        assert_eq!(a.flows[0].syn_rst_ts_ns, None);
+        let mut c = tcp_open();
+        c.api = "connect";
+        // The SYN-ACK took 1 ms: the peer's time, not a refusal.
+        assert_eq!(blame(&a, &[c], MS).connects[0].verdict, Verdict::PeerSlow);
+    }
+
+    #[test]
+    fn a_listening_socket_is_not_a_connection_missing_from_the_capture() {
+        // An older interposer recorded a listening socket a wait reported readable as an open
+        // with the wildcard peer.
+        let mut listening = open_a(true, "127.0.0.1:45899", "0.0.0.0:0");
+        listening.api = "unknown";
+        let b = blame(&refused_trace(), &[listening], MS);
+        assert!(b.unmatched_streams.is_empty(), "{:?}", b.unmatched_streams);
+    }
+
     fn udp(out: &mut Vec<u8>, from_b: bool, len: usize) {
         out.clear();
         let b = if from_b {

@@ -177,6 +177,7 @@ fn empty_flow() -> Flow {
         syn_ts_ns: None,
         syn_answered_ts_ns: None,
         syn_ack_ts_ns: None,
+        syn_rst_ts_ns: None,
         handshake_rtt_ns: None,
     }
 }

@@ -38,23 +38,31 @@ pub fn lookup(fd: libc::c_int) -> Option<u64> {
     }
 }
 
+/// An int-valued `SOL_SOCKET` option of `fd`.
+fn socket_option(fd: libc::c_int, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid for getsockopt to write an int option into.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// The socket listens for connections (it is no connection itself).
+pub fn is_listening(fd: libc::c_int) -> bool {
+    socket_option(fd, libc::SO_ACCEPTCONN).is_some_and(|v| v != 0)
+}
+
 #[cold]
 fn probe(fd: libc::c_int, i: usize) -> Option<u64> {
-    let get = |opt| {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len are valid for getsockopt to write an int option into.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (r == 0).then_some(v)
-    };
+    let get = |opt| socket_option(fd, opt);
     match (get(libc::SO_DOMAIN), get(libc::SO_TYPE)) {
         (
             Some(libc::AF_INET | libc::AF_INET6),

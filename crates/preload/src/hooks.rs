@@ -68,7 +68,9 @@ impl Io {
     ) {
         let mut state = self.state;
         if state & fds::OPENED == 0 {
-            record_open(self.fd, state, Call::Unknown, None, None);
+            if !open_on_first_use(self.fd, state) {
+                return;
+            }
             state |= fds::OPENED;
         }
         let peek = kind == Kind::Recv && msg_flags & libc::MSG_PEEK != 0;
@@ -217,6 +219,32 @@ pub(crate) fn record_open(
         (None, None) => None,
     };
     log::append(&r);
+}
+
+/// Writes the open event of a socket first seen in a call other than an open (inherited across
+/// exec, or made behind the library's back). A listening socket is no connection: nothing is
+/// written, it is not tracked from then on, and `false` says so (asked once per socket).
+#[cold]
+pub(crate) fn open_on_first_use(fd: c_int, state: u64) -> bool {
+    if state & fds::TCP != 0 && fds::is_listening(fd) {
+        fds::mark_other(fd);
+        return false;
+    }
+    record_open(fd, state, Call::Unknown, None, None);
+    true
+}
+
+/// A connect that failed after trying the network (its SYN may be in the capture): recorded,
+/// with its errno, so that a refused connection is joined to its flow.
+fn connect_attempt_failed(err: c_int) -> bool {
+    matches!(
+        err,
+        libc::ECONNREFUSED
+            | libc::ETIMEDOUT
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::ECONNRESET
+    )
 }
 
 fn iov_total(iov: *const iovec, n: c_int) -> u64 {
@@ -390,9 +418,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let r = unsafe { real::connect(fd, addr, len) };
     let err = errno();
     let t_return = crate::realtime_ns();
-    if r == 0 || err == libc::EINPROGRESS {
+    if r == 0 || err == libc::EINPROGRESS || connect_attempt_failed(err) {
         note(|| {
-            if let Some(state) = fds::lookup(fd) {
+            if let Some(state) = fds::lookup(fd).filter(|s| r == 0 || s & fds::TCP != 0) {
                 if err == libc::EINPROGRESS && r != 0 {
                     fds::set_flags(fd, fds::NONBLOCK);
                 }

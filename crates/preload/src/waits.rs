@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use libc::{c_int, size_t};
 use netblame_instrument::record::{ready, Call, Kind};
 
-use crate::hooks::{base_record, record_open};
+use crate::hooks::{base_record, open_on_first_use};
 use crate::{active, errno, fds, log, real, set_errno, Inside};
 
 /// The datum each fd was last registered with (epoll_ctl ADD or MOD), and whether it is set.
@@ -185,7 +185,9 @@ impl Wait {
                     continue;
                 }
                 if state & fds::OPENED == 0 {
-                    record_open(fd, state, Call::Unknown, None, None);
+                    if !open_on_first_use(fd, state) {
+                        continue;
+                    }
                     state |= fds::OPENED;
                 }
                 let mut r = base_record(Kind::Wait, call, fd, state, t_call, t_return);

@@ -72,6 +72,7 @@ fn verdict_class(v: Verdict) -> &'static str {
         Verdict::AppLate => "v-program",
         Verdict::WakeupLate => "v-wakeup",
         Verdict::Idle => "v-idle",
+        Verdict::Refused => "v-refused",
         _ => "v-other",
     }
 }
@@ -1024,7 +1025,7 @@ nav a{margin-right:14px;color:#1a5fb4;text-decoration:none}nav{margin-bottom:10p
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:6px 22px}.legend i{display:inline-block;width:12px;height:12px;margin-right:5px;vertical-align:-1px}
 .share{color:#666}.c-loss{fill:#d62728;background:#d62728}.c-peer{fill:#1f77b4;background:#1f77b4}.c-program{fill:#ff7f0e;background:#ff7f0e}.c-wakeup{fill:#9467bd;background:#9467bd}
 .chip{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;color:#fff;background:#7f7f7f}
-.v-ok{background:#2ca02c;fill:#2ca02c}.v-loss{background:#d62728;fill:#d62728}.v-peer{background:#1f77b4;fill:#1f77b4}.v-program{background:#ff7f0e;fill:#ff7f0e}.v-wakeup{background:#9467bd;fill:#9467bd}.v-idle{background:#aaa;fill:#bbb}.v-other{background:#7f7f7f;fill:#7f7f7f}
+.v-ok{background:#2ca02c;fill:#2ca02c}.v-loss{background:#d62728;fill:#d62728}.v-peer{background:#1f77b4;fill:#1f77b4}.v-program{background:#ff7f0e;fill:#ff7f0e}.v-wakeup{background:#9467bd;fill:#9467bd}.v-idle{background:#aaa;fill:#bbb}.v-refused{background:#8c564b;fill:#8c564b}.v-other{background:#7f7f7f;fill:#7f7f7f}
 table{border-collapse:collapse;font-size:13px;margin:4px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
 th{cursor:pointer;background:#f6f6f6;position:sticky;top:0;user-select:none}th[data-dir=asc]::after{content:" \25B2"}th[data-dir=desc]::after{content:" \25BC"}
 td.n{text-align:right;font-variant-numeric:tabular-nums}td.test{max-width:420px;overflow-wrap:anywhere}

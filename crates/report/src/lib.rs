@@ -417,7 +417,7 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
     Ok(())
 }
 
-/// Connects whose verdict is not `ok`, slowest first.
+/// Connects whose verdict is not `ok` (slow, refused, not captured), slowest first.
 fn slow_connects(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
     let mut slow: Vec<_> = b
         .connects
@@ -436,9 +436,14 @@ fn slow_connects(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
             0 | 1 => String::new(),
             n => format!("; {} SYNs: {} retransmitted", n, n - 1),
         };
+        let answer = if t.verdict == Verdict::Refused {
+            "RST: nothing listening"
+        } else {
+            "SYN-ACK"
+        };
         writeln!(
             out,
-            "  {:>9}  {:<12} pid {} fd {} -> {peer}{}: loss {}, peer (SYN-ACK) {}, wakeup {}{syns}",
+            "  {:>9}  {:<12} pid {} fd {} -> {peer}{}: loss {}, peer ({answer}) {}, wakeup {}{syns}",
             duration(t.duration_ns(c)),
             t.verdict.as_str(),
             c.pid,
