@@ -44,6 +44,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--events-base", default=None, help="folder the event logs are written under")
     ap.add_argument("--only", default=None, help="run only the workloads whose name contains this")
+    ap.add_argument("--baseline", default=None, metavar="SO",
+                    help="another build of the interposer (e.g. the landed one) run in the same rounds")
     args = ap.parse_args()
     pingpong = os.path.join(RELEASE, "examples", "pingpong")
     preload = os.path.join(RELEASE, "libnetblame_preload.so")
@@ -61,26 +63,31 @@ def main():
     for name, argv, iters, calls in workloads:
         if args.only and args.only not in name:
             continue
-        res = {"plain": [], "netblame": [], "strace": []}
+        libs = {"netblame": preload, **({"baseline": args.baseline} if args.baseline else {})}
+        res = {"plain": [], **{k: [] for k in libs}, "strace": []}
         counts = []
         for _ in range(args.rounds):
             res["plain"].append(run(argv(iters)))
-            with tempfile.TemporaryDirectory(dir=args.events_base) as d:
-                env = dict(os.environ, LD_PRELOAD=preload, NETBLAME_EVENTS_DIR=d)
-                res["netblame"].append(run(argv(iters), env))
-                counts.append(recorded(d))
+            for mode, lib in libs.items():
+                with tempfile.TemporaryDirectory(dir=args.events_base) as d:
+                    env = dict(os.environ, LD_PRELOAD=lib, NETBLAME_EVENTS_DIR=d)
+                    res[mode].append(run(argv(iters), env))
+                    counts.append(recorded(d))
             res["strace"].append(run(["strace", "-f", "-qq", "-o", "/dev/null", *argv(iters // args.strace_fraction)]))
         med = {k: statistics.median(v) for k, v in res.items()}
         low = {k: min(v) for k, v in res.items()}
         print(f"\n{name}: {iters} iterations, {args.rounds} alternating rounds")
         print("| mode | fastest ns per iteration | vs plain | median ns per iteration | vs plain |")
         print("|---|---:|---:|---:|---:|")
-        for k in ("plain", "netblame", "strace"):
+        for k in res:
             print(f"| {k} | {low[k]:.0f} | {low[k] / low['plain']:.3f}x | {med[k]:.0f} | {med[k] / med['plain']:.3f}x |")
         for label, m in (("fastest", low), ("median", med)):
             extra = m["netblame"] - m["plain"]
             print(f"netblame ({label}): +{extra:.0f} ns per iteration, {extra / calls:.0f} ns per recorded call "
                   f"({calls} per iteration)")
+        if "baseline" in res:
+            print(f"netblame vs baseline: fastest {low['netblame'] / low['baseline']:.3f}x, "
+                  f"median {med['netblame'] / med['baseline']:.3f}x")
         print(f"events recorded per run: min {min(counts)}, expected >= {calls * iters}")
         if min(counts) < calls * iters:
             raise SystemExit(f"{name}: the interposer missed calls")

@@ -58,6 +58,52 @@ async def main():
 asyncio.run(main())
 """
 
+# A periodic task makes the loop's epoll_wait time out every 100 ms while the answer is awaited.
+PY_ASYNCIO_TICKER = f"""
+import asyncio
+async def ticker():
+    while True:
+        await asyncio.sleep(0.1)
+async def main():
+    tick = asyncio.create_task(ticker())
+    r, w = await asyncio.open_connection("127.0.0.1", {PORT})
+    w.write(b"GET /slow HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    await w.drain()
+    data = await r.read()
+    assert data.startswith(b"HTTP/1.1 200"), data[:40]
+    w.close()
+    tick.cancel()
+asyncio.run(main())
+"""
+
+# psycopg 3's async wait (psycopg/waiting.py, wait_async): the reader is added, waited on for at
+# most 0.1 s, removed, and added again, until the socket is readable.
+PY_PSYCOPG_WAIT = f"""
+import asyncio, socket
+async def wait_readable(sock):
+    loop = asyncio.get_running_loop()
+    while True:
+        ready = asyncio.Event()
+        loop.add_reader(sock.fileno(), ready.set)
+        try:
+            await asyncio.wait_for(ready.wait(), 0.1)
+            return
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(sock.fileno())
+async def main():
+    s = socket.create_connection(("127.0.0.1", {PORT}))
+    s.setblocking(False)
+    s.sendall(b"GET /slow HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    data = b""
+    while not data.endswith(b"x" * 10):
+        await wait_readable(s)
+        data += s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200"), data[:40]
+asyncio.run(main())
+"""
+
 NODE = f"""
 const http = require("http");
 http.get({{host: "127.0.0.1", port: {PORT}, path: "/slow", agent: false}}, res => {{
@@ -138,6 +184,9 @@ def assert_peer_slow(reads, api):
 @pytest.mark.parametrize("name, client, api", [
     ("python socket with a timeout", [sys.executable, "-c", PY_TIMEOUT], "poll"),
     ("python asyncio streams", [sys.executable, "-c", PY_ASYNCIO], "epoll_wait"),
+    # Waits that time out: the read is timed from the first wait that asked for the socket.
+    ("python asyncio with a 100 ms ticker", [sys.executable, "-c", PY_ASYNCIO_TICKER], "epoll_wait"),
+    ("psycopg's async wait (100 ms slices)", [sys.executable, "-c", PY_PSYCOPG_WAIT], "epoll_wait"),
 ])
 def test_python_clients_that_wait_in_poll_or_epoll_are_peer_slow(netns, tmp_path, name, client, api):
     client_reads, server_reads, _ = run_with_server(netns, tmp_path, client)

@@ -94,7 +94,7 @@ impl Io {
         r.errno = if result < 0 { err } else { 0 };
         r.offset = fds::advance(self.fd, kind == Kind::Recv, moved);
         if kind == Kind::Recv && result > 0 && !peek {
-            crate::waits::read_returned_data(self.fd);
+            crate::waits::read_returned_data(self.fd, t_return);
         }
         log::append(&r);
     }
@@ -497,7 +497,7 @@ fn closing(fd: c_int) {
             record_close(fd, state);
         }
         fds::forget(fd);
-        crate::waits::forget(fd);
+        crate::waits::closed(fd);
     });
 }
 
@@ -537,7 +537,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
                     record_close(fd as c_int, state);
                 }
                 fds::forget(fd as c_int);
-                crate::waits::forget(fd as c_int);
+                crate::waits::closed(fd as c_int);
             }
         });
     }

@@ -13,7 +13,7 @@
 //! one only.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use libc::{c_int, size_t};
 use netblame_instrument::record::{ready, Call, Kind};
@@ -36,13 +36,90 @@ static TOKEN_FD: [AtomicI32; TOKENS] = [const { AtomicI32::new(0) }; TOKENS];
 /// only the last reports the socket. The report carries the first call's time.
 static WAITING_SINCE: [AtomicI64; fds::MAX_FDS] = [const { AtomicI64::new(0) }; fds::MAX_FDS];
 
-/// A read returned data: the program no longer waits for what came before.
+/// epoll's interest list is in the kernel, so a wait that timed out says nothing of the sockets
+/// it waited for. What tells it: each epoll instance's latest waits (a ring of their call times,
+/// negated for a wait that returned events), the instance each socket was registered in, and
+/// since when epoll has been asked for the socket's data with none read since. A wait that
+/// reports the socket carries the call time of the first of the waits just before it that timed
+/// out since then: a loop whose waits a timer slices (asyncio with a periodic task, psycopg's
+/// 100 ms `wait_for`) is timed from the first slice. A wait that returned events ends the chain:
+/// the loop woke and went to work.
+const EPOLL_INSTANCES: usize = 4096;
+/// Waits kept per instance: a socket awaited over more slices is timed from the oldest kept.
+const EPOLL_RING: usize = 16;
+static EPOLL_CALLS: [[AtomicI64; EPOLL_RING]; EPOLL_INSTANCES] =
+    [const { [const { AtomicI64::new(0) }; EPOLL_RING] }; EPOLL_INSTANCES];
+static EPOLL_NEXT: [AtomicU32; EPOLL_INSTANCES] = [const { AtomicU32::new(0) }; EPOLL_INSTANCES];
+/// The epoll instance each fd was last registered in, plus one (0: none).
+static EPOLL_OF: [AtomicI32; fds::MAX_FDS] = [const { AtomicI32::new(0) }; fds::MAX_FDS];
+/// Since when epoll has been asked for each fd's data (EPOLLIN) with none read since (0: not).
+static EPOLL_ASKED_SINCE: [AtomicI64; fds::MAX_FDS] = [const { AtomicI64::new(0) }; fds::MAX_FDS];
+
+/// A read returned data at `t_return`: the program no longer waits for what came before; a
+/// socket still registered with epoll is asked for its next data from now.
 #[inline]
-pub fn read_returned_data(fd: c_int) {
+pub fn read_returned_data(fd: c_int, t_return: i64) {
     if let Some(i) = slot(fd) {
         if WAITING_SINCE[i].load(Ordering::Relaxed) != 0 {
             WAITING_SINCE[i].store(0, Ordering::Relaxed);
         }
+        if EPOLL_OF[i].load(Ordering::Relaxed) != 0 {
+            EPOLL_ASKED_SINCE[i].store(t_return, Ordering::Relaxed);
+        }
+    }
+}
+
+fn epoll_instance(epfd: c_int) -> Option<usize> {
+    usize::try_from(epfd).ok().filter(|&e| e < EPOLL_INSTANCES)
+}
+
+/// Notes a wait on epoll instance `epfd` called at `t_call` that timed out or returned events.
+#[inline]
+fn epoll_wait_returned(epfd: c_int, t_call: i64, timed_out: bool) {
+    let Some(e) = epoll_instance(epfd) else {
+        return;
+    };
+    let n = EPOLL_NEXT[e].fetch_add(1, Ordering::Relaxed) as usize;
+    let entry = if timed_out { t_call } else { -t_call };
+    EPOLL_CALLS[e][n % EPOLL_RING].store(entry, Ordering::Relaxed);
+}
+
+/// For a wait on `epfd` called at `t_call` that reports `fd`: the call time of the first of the
+/// waits on `epfd` just before it that timed out after `fd` was asked for (`t_call` if none).
+fn epoll_chain_start(epfd: c_int, fd: c_int, t_call: i64) -> i64 {
+    let (Some(i), Some(e)) = (slot(fd), epoll_instance(epfd)) else {
+        return t_call;
+    };
+    if EPOLL_OF[i].load(Ordering::Relaxed) != epfd + 1 {
+        return t_call;
+    }
+    let since = EPOLL_ASKED_SINCE[i].load(Ordering::Relaxed);
+    if since == 0 {
+        return t_call;
+    }
+    let newest = EPOLL_NEXT[e].load(Ordering::Relaxed) as usize;
+    let mut start = t_call;
+    for back in 1..=EPOLL_RING {
+        let entry = EPOLL_CALLS[e][newest.wrapping_sub(back) % EPOLL_RING].load(Ordering::Relaxed);
+        // Not yet written, returned events, or older than the asking: the chain ends.
+        if entry <= 0 || entry < since || entry > start {
+            break;
+        }
+        start = entry;
+    }
+    start
+}
+
+/// epoll_ctl ADD or MOD of `fd` in `epfd` with `events`.
+fn epoll_registered(epfd: c_int, fd: c_int, events: u32) {
+    let Some(i) = slot(fd) else { return };
+    EPOLL_OF[i].store(epfd + 1, Ordering::Relaxed);
+    if events & libc::EPOLLIN as u32 == 0 {
+        EPOLL_ASKED_SINCE[i].store(0, Ordering::Relaxed);
+    } else if EPOLL_ASKED_SINCE[i].load(Ordering::Relaxed) == 0 {
+        // Asked again after a removal (psycopg removes and adds its reader every slice): the
+        // first time since the last data counts.
+        EPOLL_ASKED_SINCE[i].store(crate::realtime_ns(), Ordering::Relaxed);
     }
 }
 
@@ -97,6 +174,17 @@ pub fn forget(fd: c_int) {
     }
 }
 
+/// The fd was closed: a new socket on its number was never asked for.
+pub fn closed(fd: c_int) {
+    forget(fd);
+    if let Some(i) = slot(fd) {
+        if EPOLL_OF[i].load(Ordering::Relaxed) != 0 {
+            EPOLL_OF[i].store(0, Ordering::Relaxed);
+            EPOLL_ASKED_SINCE[i].store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The fd a reported datum stands for, if it is still registered with it.
 fn fd_of(datum: u64) -> Option<c_int> {
     let as_fd = datum as u32 as c_int;
@@ -124,21 +212,25 @@ impl TokenFds for [AtomicI32; TOKENS] {
     }
 }
 
-/// A wait in progress: its entry time, and the re-entry guard held across it.
+/// A wait in progress: its entry time, the epoll instance it waits on, and the re-entry guard
+/// held across it.
 struct Wait {
     _inside: Inside,
     t_call: i64,
+    epfd: Option<c_int>,
 }
 
 #[inline]
-fn begin() -> Option<Wait> {
+fn begin(epfd: Option<c_int>) -> Option<Wait> {
     if !active() {
         return None;
     }
     let inside = Inside::enter()?;
+    let t_call = crate::realtime_ns();
     Some(Wait {
         _inside: inside,
-        t_call: crate::realtime_ns(),
+        t_call,
+        epfd,
     })
 }
 
@@ -166,6 +258,9 @@ impl Wait {
                 let since = slot(fd).map(|i| &WAITING_SINCE[i]);
                 let mut t_call = self.t_call;
                 if bits & (ready::READABLE | ready::HANGUP | ready::ERROR) != 0 {
+                    if let Some(epfd) = self.epfd {
+                        t_call = epoll_chain_start(epfd, fd, t_call);
+                    }
                     if let Some(first) = since.map(|s| s.swap(0, Ordering::Relaxed)) {
                         if first != 0 {
                             t_call = t_call.min(first);
@@ -198,6 +293,11 @@ impl Wait {
                 log::append(&r);
             }
         }));
+        // A poll with no timeout that found nothing did not wait (asyncio polls so whenever
+        // callbacks are ready): it neither extends nor ends a chain.
+        if let Some(epfd) = self.epfd.filter(|_| !(result == 0 && timeout_ms == 0)) {
+            epoll_wait_returned(epfd, self.t_call, result == 0);
+        }
         set_errno(err);
     }
 }
@@ -272,7 +372,19 @@ fn waited<I: Iterator<Item = (c_int, u8, bool)>>(
     real: impl FnOnce() -> c_int,
     reported: impl FnOnce(c_int) -> I,
 ) -> c_int {
-    let Some(w) = begin() else {
+    waited_on(None, call, timeout_ms, real, reported)
+}
+
+/// `waited` for a wait on epoll instance `epfd`, if any.
+#[inline]
+fn waited_on<I: Iterator<Item = (c_int, u8, bool)>>(
+    epfd: Option<c_int>,
+    call: Call,
+    timeout_ms: i64,
+    real: impl FnOnce() -> c_int,
+    reported: impl FnOnce(c_int) -> I,
+) -> c_int {
+    let Some(w) = begin(epfd) else {
         return real();
     };
     let r = real();
@@ -448,7 +560,8 @@ pub unsafe extern "C" fn epoll_wait(
     maxevents: c_int,
     timeout: c_int,
 ) -> c_int {
-    waited(
+    waited_on(
+        Some(epfd),
         Call::EpollWait,
         i64::from(timeout),
         // SAFETY: see above.
@@ -465,7 +578,8 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    waited(
+    waited_on(
+        Some(epfd),
         Call::EpollPwait,
         i64::from(timeout),
         // SAFETY: see above.
@@ -484,7 +598,8 @@ pub unsafe extern "C" fn epoll_pwait2(
     timeout: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    waited(
+    waited_on(
+        Some(epfd),
         Call::EpollPwait2,
         timespec_ms(timeout),
         // SAFETY: see above.
@@ -509,7 +624,10 @@ pub unsafe extern "C" fn epoll_ctl(
                 libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD if !event.is_null() => {
                     // SAFETY: the caller's event, read by the kernel just now; packed: unaligned.
                     let datum = unsafe { std::ptr::addr_of!((*event).u64).read_unaligned() };
+                    // SAFETY: as above.
+                    let events = unsafe { std::ptr::addr_of!((*event).events).read_unaligned() };
                     remember(fd, datum);
+                    epoll_registered(epfd, fd, events);
                 }
                 libc::EPOLL_CTL_DEL => forget(fd),
                 _ => {}
@@ -530,6 +648,50 @@ mod tests {
         assert_eq!(fd_of(40 | (0xdead << 32)), Some(40));
         forget(40);
         assert_eq!(fd_of(40 | (0xdead << 32)), None);
+    }
+
+    #[test]
+    fn a_chain_of_epoll_waits_is_timed_from_the_first_since_the_socket_was_asked_for() {
+        // Numbers of their own: the tables are process-wide and tests run in parallel.
+        let (epfd, other, fd) = (3001, 3002, 3003);
+        epoll_registered(epfd, fd, libc::EPOLLIN as u32);
+        let asked = EPOLL_ASKED_SINCE[fd as usize].load(Ordering::Relaxed);
+        assert!(asked > 0);
+        // Older than the asking: not part of the chain.
+        epoll_wait_returned(epfd, asked - 10, true);
+        // A wait that returned events (the loop woke), then three 100 ms slices that timed out;
+        // the wait called at +400 reports the socket.
+        epoll_wait_returned(epfd, asked + 50, false);
+        for k in 1..=3 {
+            epoll_wait_returned(epfd, asked + k * 100, true);
+        }
+        assert_eq!(epoll_chain_start(epfd, fd, asked + 400), asked + 100);
+        // Removed and added again between slices (psycopg): still the first slice.
+        forget(fd);
+        epoll_registered(epfd, fd, libc::EPOLLIN as u32);
+        assert_eq!(epoll_chain_start(epfd, fd, asked + 400), asked + 100);
+        epoll_wait_returned(epfd, asked + 400, false);
+        // Data read: the next chain starts after it; a wait that returned events ends a chain.
+        read_returned_data(fd, asked + 450);
+        epoll_wait_returned(epfd, asked + 500, true);
+        assert_eq!(epoll_chain_start(epfd, fd, asked + 600), asked + 500);
+        epoll_wait_returned(epfd, asked + 600, false);
+        assert_eq!(epoll_chain_start(epfd, fd, asked + 700), asked + 700);
+        // A wait on another instance did not ask for it; nor does anything after a close.
+        assert_eq!(epoll_chain_start(other, fd, asked + 600), asked + 600);
+        closed(fd);
+        assert_eq!(epoll_chain_start(epfd, fd, asked + 600), asked + 600);
+    }
+
+    #[test]
+    fn more_slices_than_the_ring_holds_start_at_the_oldest_kept() {
+        let (epfd, fd) = (3011, 3012);
+        epoll_registered(epfd, fd, libc::EPOLLIN as u32);
+        let asked = EPOLL_ASKED_SINCE[fd as usize].load(Ordering::Relaxed);
+        for k in 1..=(EPOLL_RING as i64 + 4) {
+            epoll_wait_returned(epfd, asked + k, true);
+        }
+        assert_eq!(epoll_chain_start(epfd, fd, asked + 100), asked + 5);
     }
 
     #[test]
