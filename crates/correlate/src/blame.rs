@@ -133,11 +133,14 @@ pub enum Verdict {
     Idle,
     /// A connect the peer answered with a RST (nothing listening): `peer_ns` is the RST's time.
     Refused,
+    /// The wait was mostly a Nagle + delayed-ACK hold (`stall_ns`): a small write held until the
+    /// other side's delayed ACK came, on either side (TCP_NODELAY on the writer is the cure).
+    Stall,
 }
 
 impl Verdict {
     /// Every verdict, in order.
-    pub const ALL: [Verdict; 10] = [
+    pub const ALL: [Verdict; 11] = [
         Verdict::Ok,
         Verdict::Loss,
         Verdict::PeerSlow,
@@ -148,6 +151,7 @@ impl Verdict {
         Verdict::NotCaptured,
         Verdict::Idle,
         Verdict::Refused,
+        Verdict::Stall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +166,7 @@ impl Verdict {
             Verdict::NotCaptured => "not-captured",
             Verdict::Idle => "idle",
             Verdict::Refused => "refused",
+            Verdict::Stall => "stall",
         }
     }
 }
@@ -180,6 +185,9 @@ pub struct ReadTiming {
     /// event loop, ran other work first). The program's time, with `buffer_wait_ns`.
     pub dispatch_ns: i64,
     pub wakeup_ns: i64,
+    /// The part of the network wait that a Nagle + delayed-ACK hold on the connection explains
+    /// (taken out of `peer_wait_ns`): see `Flow`'s `nagle_holds`.
+    pub stall_ns: i64,
     /// A server's wait for its client's next request (verdict `idle`): what would have been
     /// peer wait, left out of every total.
     pub idle_ns: i64,
@@ -209,6 +217,7 @@ impl ReadTiming {
             buffer_wait_ns: (t_call - ready_first).max(0),
             dispatch_ns: 0,
             wakeup_ns: (t_return - t_call.max(ready_last)).max(0),
+            stall_ns: 0,
             idle_ns: 0,
             retransmitted_bytes: 0,
         }
@@ -239,9 +248,40 @@ impl ReadTiming {
             dispatch_ns: (t_call - wait.return_ns).max(0),
             wakeup_ns: (wait.return_ns - wait.call_ns.max(ready_first)).max(0)
                 + (t_return - t_call),
+            stall_ns: 0,
             idle_ns: 0,
             retransmitted_bytes: 0,
         }
+    }
+
+    /// Takes the part of the peer's wait during `[from, from + network_wait)` that the holds
+    /// (Nagle + delayed ACK) of our direction and of the peer's cover, and says whose write was
+    /// held longer.
+    fn take_stall(
+        &mut self,
+        from: i64,
+        ours: &[(i64, i64)],
+        peers: &[(i64, i64)],
+    ) -> Option<HeldWrite> {
+        let until = from + self.network_wait_ns;
+        let covered = |holds: &[(i64, i64)]| -> i64 {
+            holds
+                .iter()
+                .map(|&(a, b)| (b.min(until) - a.max(from)).max(0))
+                .sum()
+        };
+        let (o, p) = (covered(ours), covered(peers));
+        let stall = (o + p).min(self.peer_wait_ns);
+        if stall <= 0 {
+            return None;
+        }
+        self.stall_ns = stall;
+        self.peer_wait_ns -= stall;
+        Some(if o >= p {
+            HeldWrite::Ours
+        } else {
+            HeldWrite::Peers
+        })
     }
 
     /// The program's time: the data waited in the buffer, or the program was told and ran
@@ -250,11 +290,11 @@ impl ReadTiming {
         self.buffer_wait_ns.saturating_add(self.dispatch_ns)
     }
 
-    /// Moves the peer's part into `idle_ns`: a server waiting for the next request.
+    /// Moves the peer's part (and a stall) into `idle_ns`: a server waiting for the next request.
     fn make_idle(&mut self) {
-        self.idle_ns = self.peer_wait_ns;
-        self.network_wait_ns -= self.peer_wait_ns;
-        self.peer_wait_ns = 0;
+        self.idle_ns = self.peer_wait_ns + self.stall_ns;
+        self.network_wait_ns -= self.idle_ns;
+        (self.peer_wait_ns, self.stall_ns) = (0, 0);
     }
 
     /// The largest cause, if it reaches `threshold_ns`.
@@ -262,13 +302,14 @@ impl ReadTiming {
         let causes = [
             (self.loss_delay_ns, Verdict::Loss),
             (self.peer_wait_ns, Verdict::PeerSlow),
+            (self.stall_ns, Verdict::Stall),
             (self.program_ns(), Verdict::AppLate),
             (self.wakeup_ns, Verdict::WakeupLate),
         ];
         let (ns, v) = causes
             .into_iter()
             .max_by_key(|(ns, _)| *ns)
-            .expect("four causes");
+            .expect("five causes");
         if ns >= threshold_ns {
             v
         } else {
@@ -311,6 +352,26 @@ pub struct ReadBlame {
     pub request_held: Option<usize>,
     /// The readiness wait the read was timed over, if it followed one.
     pub wait: Option<WaitWindow>,
+    /// With a stall: whose write Nagle held (the side that needs TCP_NODELAY).
+    pub stall_held: Option<HeldWrite>,
+}
+
+/// Whose write a Nagle + delayed-ACK stall held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldWrite {
+    /// This program's: it wrote in small pieces and the peer delayed its ACK.
+    Ours,
+    /// The peer's: it wrote in small pieces and this host delayed its ACK.
+    Peers,
+}
+
+impl HeldWrite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldWrite::Ours => "ours",
+            HeldWrite::Peers => "peer",
+        }
+    }
 }
 
 impl ReadBlame {
@@ -326,6 +387,7 @@ impl ReadBlame {
             response_ns: None,
             request_held: None,
             wait: None,
+            stall_held: None,
         }
     }
 }
@@ -1088,6 +1150,13 @@ fn read_blame(
         None => ReadTiming::compute(c.t_call_ns, c.t_return_ns, ready_first, ready_last, nominal),
     };
     r.timing.retransmitted_bytes = rexmit;
+    let f = &analysis.flows[flow];
+    let from = wait.map_or(c.t_call_ns, |w| w.call_ns);
+    r.stall_held = r.timing.take_stall(
+        from,
+        &f.dirs[1 - peer_dir].nagle_holds,
+        &f.dirs[peer_dir].nagle_holds,
+    );
     r.causality_violation_ns = causality_violation(ready_first, c);
     r
 }

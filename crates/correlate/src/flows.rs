@@ -141,6 +141,12 @@ pub struct Direction {
     pub zero_windows: Vec<(i64, i64)>,
     /// The largest payload of one segment: the MSS as far as the capture shows it.
     pub max_payload: u32,
+    /// Nagle + delayed-ACK stalls of this direction, `[from, to)`: from a data segment that was
+    /// all this direction had unacknowledged to the pure ACK that covered it at least
+    /// `NAGLE_MIN_HOLD_NS` later, when the direction's next data segment followed that ACK
+    /// within `NAGLE_RELEASE_NS`: a write held back by Nagle until the peer's delayed ACK.
+    pub nagle_holds: Vec<(i64, i64)>,
+    nagle: NagleWatch,
     pub first_ts_ns: Option<i64>,
     pub last_ts_ns: Option<i64>,
     unwrap: Option<SeqUnwrapper>,
@@ -153,6 +159,22 @@ pub struct Direction {
     recent_next: usize,
 }
 
+/// A hold shorter than this is no delayed ACK (Linux delays ACKs 40 ms, at least 4 ms with
+/// quick ACKs off).
+pub const NAGLE_MIN_HOLD_NS: i64 = 5_000_000;
+/// The held segment leaves at once when the ACK comes: within this of it.
+pub const NAGLE_RELEASE_NS: i64 = 1_000_000;
+
+/// What a direction's Nagle watch has seen: a lone unacknowledged data segment, and a pure ACK
+/// that covered it late (which makes a hold if the next data segment follows it at once).
+#[derive(Debug, Clone, Copy, Default)]
+struct NagleWatch {
+    /// (capture time, end position) of a data segment sent with nothing else unacknowledged.
+    lone: Option<(i64, i64)>,
+    /// (the lone segment's time, the late pure ACK's time).
+    released: Option<(i64, i64)>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Fingerprint {
     seq: u32,
@@ -163,6 +185,36 @@ struct Fingerprint {
     ip_id: Option<u16>,
     link_outgoing: Option<bool>,
     valid: bool,
+}
+
+impl Direction {
+    /// A new data segment `[start, end)` at `ts`, with the peer's latest ACK at `acked`: one
+    /// that follows a late pure ACK at once was held (Nagle); one sent with nothing else
+    /// unacknowledged is watched.
+    fn watch_nagle(&mut self, ts: i64, start: i64, end: i64, acked: Option<i64>) {
+        if let Some((from, ack_ts)) = self.nagle.released.take() {
+            if ts - ack_ts <= NAGLE_RELEASE_NS {
+                self.nagle_holds.push((from, ack_ts));
+            }
+        }
+        let alone = acked.is_some_and(|a| a >= start);
+        self.nagle.lone = alone.then_some((ts, end));
+    }
+
+    /// The peer acknowledged this direction up to `ack_pos` at `ts`: a pure ACK of the lone
+    /// segment that came late may have released a held write.
+    fn nagle_acked(&mut self, ts: i64, ack_pos: i64, pure: bool) {
+        let Some((sent, end)) = self.nagle.lone else {
+            return;
+        };
+        if ack_pos < end {
+            return;
+        }
+        self.nagle.lone = None;
+        if pure && ts - sent >= NAGLE_MIN_HOLD_NS {
+            self.nagle.released = Some((sent, ts));
+        }
+    }
 }
 
 impl Direction {
@@ -607,6 +659,8 @@ impl Analyzer {
                         class = PacketClass::OutOfOrder;
                     } else if payload > 0 {
                         class = PacketClass::New;
+                        let acked = other.last_ack.map(|(a, _)| unwrap.position(a));
+                        this.watch_nagle(ts_ns, start, start + seq_len, acked);
                     }
                 }
             }
@@ -633,6 +687,7 @@ impl Analyzer {
                     }
                 }
                 let pure = payload == 0 && !syn && !fin && !rst;
+                other.nagle_acked(ts_ns, ack_pos, pure);
                 let outstanding = other.timeline.front().is_some_and(|f| f > ack_pos);
                 if pure
                     && outstanding

@@ -32,6 +32,8 @@ pub struct Totals {
     /// After readiness waits: the program's event loop ran other work first.
     pub dispatch_ns: i64,
     pub wakeup_ns: i64,
+    /// Nagle + delayed-ACK holds (taken out of the peer's wait).
+    pub stall_ns: i64,
     pub retransmitted_bytes: u64,
     /// Reads of a server waiting for the next request (verdict `idle`), and that wait: left
     /// out of every sum above.
@@ -98,6 +100,7 @@ impl Totals {
         self.buffer_wait_ns = self.buffer_wait_ns.saturating_add(t.buffer_wait_ns);
         self.dispatch_ns = self.dispatch_ns.saturating_add(t.dispatch_ns);
         self.wakeup_ns = self.wakeup_ns.saturating_add(t.wakeup_ns);
+        self.stall_ns = self.stall_ns.saturating_add(t.stall_ns);
         self.retransmitted_bytes = self
             .retransmitted_bytes
             .saturating_add(t.retransmitted_bytes);
@@ -107,6 +110,7 @@ impl Totals {
             Verdict::PeerSlow => t.peer_wait_ns,
             Verdict::AppLate => t.program_ns(),
             Verdict::WakeupLate => t.wakeup_ns,
+            Verdict::Stall => t.stall_ns,
             _ => 0,
         };
         self.consider_worst(r.verdict, cost);
@@ -135,6 +139,7 @@ impl Totals {
         self.buffer_wait_ns = self.buffer_wait_ns.saturating_add(o.buffer_wait_ns);
         self.dispatch_ns = self.dispatch_ns.saturating_add(o.dispatch_ns);
         self.wakeup_ns = self.wakeup_ns.saturating_add(o.wakeup_ns);
+        self.stall_ns = self.stall_ns.saturating_add(o.stall_ns);
         self.idle_reads += o.idle_reads;
         self.idle_ns = self.idle_ns.saturating_add(o.idle_ns);
         self.connects += o.connects;
@@ -170,10 +175,11 @@ impl Totals {
             .saturating_add(c.t_return_ns - c.t_call_ns);
     }
 
-    /// Read time with a cause: the sum of the four parts.
+    /// Read time with a cause: the sum of the five parts.
     pub fn blamed_ns(&self) -> i64 {
         self.loss_delay_ns
             .saturating_add(self.peer_wait_ns)
+            .saturating_add(self.stall_ns)
             .saturating_add(self.program_ns())
             .saturating_add(self.wakeup_ns)
     }

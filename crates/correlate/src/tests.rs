@@ -841,6 +841,90 @@ mod join {
         assert!(b.unmatched_streams.is_empty(), "{:?}", b.unmatched_streams);
     }
 
+    #[test]
+    fn our_second_small_write_held_until_the_peers_delayed_ack_is_a_stall() {
+        use crate::blame::HeldWrite;
+        let mut t = Trace::new();
+        t.handshake() // 1..3 ms
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10); // 4 ms: the first half of the request
+        t.t += 39 * MS;
+        t.pkt(false, 5001, 1011, F::ACK, 0) // 44 ms: the peer's delayed ACK
+            .pkt(true, 1011, 5001, F::ACK | F::PSH, 10) // 45 ms: the held second half
+            .pkt(false, 5001, 1021, F::ACK | F::PSH, 100) // 46 ms: the answer, at once
+            .pkt(true, 1021, 5101, F::ACK, 0);
+        let a = t.done();
+        assert_eq!(
+            a.flows[0].dirs[0].nagle_holds,
+            vec![(T0 + 4 * MS, T0 + 44 * MS)]
+        );
+        assert!(a.flows[0].dirs[1].nagle_holds.is_empty());
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Send, T0 + 3_960_000, T0 + 3_970_000, 10, 10),
+            call(CallKind::Recv, T0 + 3_980_000, T0 + 46_010_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        let r = &b.reads[0];
+        assert_eq!(r.verdict, Verdict::Stall);
+        assert_eq!(r.stall_held, Some(HeldWrite::Ours));
+        assert_eq!(r.timing.stall_ns, 40 * MS);
+        assert_eq!(r.timing.peer_wait_ns, 46 * MS - 3_980_000 - 40 * MS);
+        let t = &r.timing;
+        assert_eq!(
+            t.loss_delay_ns + t.peer_wait_ns + t.stall_ns + t.program_ns() + t.wakeup_ns,
+            T0 + 46_010_000 - (T0 + 3_980_000),
+            "the parts add up to the read's time"
+        );
+    }
+
+    #[test]
+    fn the_peers_small_write_held_until_our_delayed_ack_is_a_stall() {
+        use crate::blame::HeldWrite;
+        let mut t = Trace::new();
+        t.handshake() // 1..3 ms
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms: request
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 20); // 5 ms: the answer's header
+        t.t += 39 * MS;
+        t.pkt(true, 1011, 5021, F::ACK, 0) // 45 ms: our delayed ACK
+            .pkt(false, 5021, 1011, F::ACK | F::PSH, 100); // 46 ms: the held body
+        let a = t.done();
+        assert_eq!(
+            a.flows[0].dirs[1].nagle_holds,
+            vec![(T0 + 5 * MS, T0 + 45 * MS)]
+        );
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Recv, T0 + 3_960_000, T0 + 5_010_000, 20, 0),
+            call(CallKind::Recv, T0 + 5_020_000, T0 + 46_010_000, 100, 20),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(
+            b.reads[0].verdict,
+            Verdict::PeerSlow,
+            "the header came after 1 ms"
+        );
+        let body = &b.reads[1];
+        assert_eq!(body.verdict, Verdict::Stall);
+        assert_eq!(body.stall_held, Some(HeldWrite::Peers));
+        assert_eq!(body.timing.stall_ns, 45 * MS - 5_020_000);
+    }
+
+    #[test]
+    fn a_peer_that_thinks_after_a_late_ack_is_not_a_stall() {
+        let mut t = Trace::new();
+        t.handshake()
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms: request
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 20); // 5 ms: header
+        t.t += 39 * MS;
+        t.pkt(true, 1011, 5021, F::ACK, 0); // 45 ms: our delayed ACK
+        t.t += 100 * MS;
+        t.pkt(false, 5021, 1011, F::ACK | F::PSH, 100); // 146 ms: the body, thought about
+        let a = t.done();
+        assert!(a.flows[0].dirs[1].nagle_holds.is_empty());
+    }
+
     fn udp(out: &mut Vec<u8>, from_b: bool, len: usize) {
         out.clear();
         let b = if from_b {

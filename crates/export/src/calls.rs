@@ -81,6 +81,12 @@ pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             r.iter().map(|b| b.timing.loss_delay_ns)
         ),
         col!("peer_wait_ns", i64, r.iter().map(|b| b.timing.peer_wait_ns)),
+        col!("stall_ns", i64, r.iter().map(|b| b.timing.stall_ns)),
+        col!(
+            "stall_held",
+            Option<&str>,
+            r.iter().map(|b| b.stall_held.map(|h| h.as_str()))
+        ),
         col!(
             "buffer_wait_ns",
             i64,
@@ -209,6 +215,7 @@ pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
         col!("read_time_ns", i64, g().map(|(_, x)| x.read_time_ns)),
         col!("loss_delay_ns", i64, g().map(|(_, x)| x.loss_delay_ns)),
         col!("peer_wait_ns", i64, g().map(|(_, x)| x.peer_wait_ns)),
+        col!("stall_ns", i64, g().map(|(_, x)| x.stall_ns)),
         col!("buffer_wait_ns", i64, g().map(|(_, x)| x.buffer_wait_ns)),
         col!("dispatch_ns", i64, g().map(|(_, x)| x.dispatch_ns)),
         col!("wakeup_ns", i64, g().map(|(_, x)| x.wakeup_ns)),

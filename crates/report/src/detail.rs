@@ -400,7 +400,7 @@ pub fn comment(calls: &[SocketCall], r: &ReadBlame) -> String {
     });
     format!(
         "netblame: pid {} tid {} fd {}: {}() read {} at offset {}{test}, returned {} after {}{wait}; \
-         verdict {}: loss {}, peer {}, program {}, wakeup {}",
+         verdict {}: loss {}, peer {}{}, program {}, wakeup {}",
         c.pid,
         c.tid,
         c.fd,
@@ -412,6 +412,11 @@ pub fn comment(calls: &[SocketCall], r: &ReadBlame) -> String {
         r.verdict.as_str(),
         duration(t.loss_delay_ns),
         duration(t.peer_wait_ns),
+        if t.stall_ns > 0 {
+            format!(", stall {}", duration(t.stall_ns))
+        } else {
+            String::new()
+        },
         duration(t.program_ns()),
         duration(t.wakeup_ns),
     )

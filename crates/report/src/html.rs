@@ -52,16 +52,23 @@ fn esc(s: &str) -> String {
     o
 }
 
-/// The four causes, in the order of the timing model, with their CSS class.
-const CAUSES: [(&str, &str); 4] = [
+/// The five causes, in the order of the timing model, with their CSS class.
+const CAUSES: [(&str, &str); 5] = [
     ("loss", "retransmissions"),
     ("peer", "the peer, or in flight"),
+    ("stall", "Nagle + delayed ACK"),
     ("program", "the data waited for the program"),
     ("wakeup", "kernel and scheduler"),
 ];
 
-fn parts(t: &Totals) -> [i64; 4] {
-    [t.loss_delay_ns, t.peer_wait_ns, t.program_ns(), t.wakeup_ns]
+fn parts(t: &Totals) -> [i64; 5] {
+    [
+        t.loss_delay_ns,
+        t.peer_wait_ns,
+        t.stall_ns,
+        t.program_ns(),
+        t.wakeup_ns,
+    ]
 }
 
 fn verdict_class(v: Verdict) -> &'static str {
@@ -73,12 +80,13 @@ fn verdict_class(v: Verdict) -> &'static str {
         Verdict::WakeupLate => "v-wakeup",
         Verdict::Idle => "v-idle",
         Verdict::Refused => "v-refused",
+        Verdict::Stall => "v-stall",
         _ => "v-other",
     }
 }
 
 /// A horizontal bar of the four causes, `width` px wide, scaled to `scale_ns` (the whole bar).
-fn cause_bar(p: [i64; 4], scale_ns: i64, width: f64, height: f64) -> String {
+fn cause_bar(p: [i64; 5], scale_ns: i64, width: f64, height: f64) -> String {
     let mut s = format!(
         r#"<svg class="bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
     );
@@ -374,7 +382,7 @@ fn slowest_table(h: &mut String, calls: &[SocketCall], b: &Blame, d: &Detail) {
         d.listed.iter().enumerate().map(|(g, &i)| (i, g)).collect();
     h.push_str(
         r#"<section id="slowest"><h2>Slowest reads <small>(time from the wait or call to the return, + time the data waited before)</small></h2>
-<table class="sortable"><thead><tr><th>#</th><th>window</th><th>+ before</th><th>verdict</th><th>loss</th><th>peer</th><th>program</th><th>wakeup</th><th>wait</th><th>flow</th><th>pid</th><th>fd</th><th>bytes</th><th>offset</th><th>test</th><th>graph</th></tr></thead><tbody>"#,
+<table class="sortable"><thead><tr><th>#</th><th>window</th><th>+ before</th><th>verdict</th><th>loss</th><th>peer</th><th>stall</th><th>program</th><th>wakeup</th><th>wait</th><th>flow</th><th>pid</th><th>fd</th><th>bytes</th><th>offset</th><th>test</th><th>graph</th></tr></thead><tbody>"#,
     );
     for (rank, &i) in rows.iter().enumerate() {
         let r = &b.reads[i];
@@ -382,7 +390,7 @@ fn slowest_table(h: &mut String, calls: &[SocketCall], b: &Blame, d: &Detail) {
         let t = &r.timing;
         let _ = write!(
             h,
-            "<tr>{}{}{}<td><span class=\"chip {}\">{}</span></td>{}{}{}{}<td>{}</td><td>{}</td>{}{}{}{}<td class=\"test\">{}</td><td>{}</td></tr>",
+            "<tr>{}{}{}<td><span class=\"chip {}\">{}</span></td>{}{}{}{}{}<td>{}</td><td>{}</td>{}{}{}{}<td class=\"test\">{}</td><td>{}</td></tr>",
             num_td(rank + 1),
             dur_td(detail::read_window(c, r)),
             dur_td(t.buffer_wait_ns),
@@ -390,6 +398,7 @@ fn slowest_table(h: &mut String, calls: &[SocketCall], b: &Blame, d: &Detail) {
             r.verdict.as_str(),
             dur_td(t.loss_delay_ns),
             dur_td(t.peer_wait_ns),
+            dur_td(t.stall_ns),
             dur_td(t.program_ns()),
             dur_td(t.wakeup_ns),
             r.wait.map_or("-", |w| w.api),
@@ -505,7 +514,15 @@ fn graph_figure(
             phase.map_or(String::new(), |p| format!(" ({})", esc(p)))
         )),
         loss = duration(t.loss_delay_ns),
-        peer = duration(t.peer_wait_ns),
+        peer = match r.stall_held {
+            Some(held) => format!(
+                "{}, stall {} ({})",
+                duration(t.peer_wait_ns),
+                duration(t.stall_ns),
+                esc(crate::stall_cure(held))
+            ),
+            None => duration(t.peer_wait_ns),
+        },
         program = duration(t.program_ns()),
         wakeup = duration(t.wakeup_ns),
         before = if t.buffer_wait_ns > 0 {
@@ -653,13 +670,14 @@ fn read_box(h: &mut String, p: &Plot, c: &SocketCall, r: &ReadBlame, start: i64,
     let hgt = (yb - ya).max(2.0);
     let origin = detail::window_start(c, r);
     let title = format!(
-        "{} {} at offset {}: verdict {}; loss {}, peer {}, program {} (dispatch {}), wakeup {}; waited in the buffer {}; called {}, returned {}{}",
+        "{} {} at offset {}: verdict {}; loss {}, peer {}, stall {}, program {} (dispatch {}), wakeup {}; waited in the buffer {}; called {}, returned {}{}",
         c.api,
         fmt_bytes(c.bytes.max(0) as u64),
         c.offset,
         r.verdict.as_str(),
         duration(t.loss_delay_ns),
         duration(t.peer_wait_ns),
+        duration(t.stall_ns),
         duration(t.program_ns()),
         duration(t.dispatch_ns),
         duration(t.wakeup_ns),
@@ -1023,9 +1041,9 @@ header{border-bottom:1px solid #ddd;margin-bottom:12px}h1{font-size:22px;margin:
 h2{font-size:18px;margin:26px 0 8px}h2 small{font-weight:400;color:#666;font-size:13px}.sub{color:#444;margin:2px 0 6px}
 nav a{margin-right:14px;color:#1a5fb4;text-decoration:none}nav{margin-bottom:10px}
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:6px 22px}.legend i{display:inline-block;width:12px;height:12px;margin-right:5px;vertical-align:-1px}
-.share{color:#666}.c-loss{fill:#d62728;background:#d62728}.c-peer{fill:#1f77b4;background:#1f77b4}.c-program{fill:#ff7f0e;background:#ff7f0e}.c-wakeup{fill:#9467bd;background:#9467bd}
+.share{color:#666}.c-loss{fill:#d62728;background:#d62728}.c-peer{fill:#1f77b4;background:#1f77b4}.c-program{fill:#ff7f0e;background:#ff7f0e}.c-wakeup{fill:#9467bd;background:#9467bd}.c-stall{fill:#17becf;background:#17becf}
 .chip{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;color:#fff;background:#7f7f7f}
-.v-ok{background:#2ca02c;fill:#2ca02c}.v-loss{background:#d62728;fill:#d62728}.v-peer{background:#1f77b4;fill:#1f77b4}.v-program{background:#ff7f0e;fill:#ff7f0e}.v-wakeup{background:#9467bd;fill:#9467bd}.v-idle{background:#aaa;fill:#bbb}.v-refused{background:#8c564b;fill:#8c564b}.v-other{background:#7f7f7f;fill:#7f7f7f}
+.v-ok{background:#2ca02c;fill:#2ca02c}.v-loss{background:#d62728;fill:#d62728}.v-peer{background:#1f77b4;fill:#1f77b4}.v-program{background:#ff7f0e;fill:#ff7f0e}.v-wakeup{background:#9467bd;fill:#9467bd}.v-idle{background:#aaa;fill:#bbb}.v-refused{background:#8c564b;fill:#8c564b}.v-stall{background:#17becf;fill:#17becf}.v-other{background:#7f7f7f;fill:#7f7f7f}
 table{border-collapse:collapse;font-size:13px;margin:4px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:middle}
 th{cursor:pointer;background:#f6f6f6;position:sticky;top:0;user-select:none}th[data-dir=asc]::after{content:" \25B2"}th[data-dir=desc]::after{content:" \25BC"}
 td.n{text-align:right;font-variant-numeric:tabular-nums}td.test{max-width:420px;overflow-wrap:anywhere}

@@ -15,7 +15,9 @@ pub mod perfetto;
 
 use std::io::{self, Write};
 
-use netblame_correlate::{summary, Blame, CallKind, ReadBlame, SocketCall, Totals, Verdict};
+use netblame_correlate::{
+    summary, Blame, CallKind, HeldWrite, ReadBlame, SocketCall, Totals, Verdict,
+};
 use netblame_instrument::{Event, Kind, LostCalls, Proto};
 
 use crate::fmt::{bytes as fmt_bytes, duration};
@@ -114,9 +116,15 @@ fn more<K>(out: &mut impl Write, rest: &[(K, &Totals)], what: &str, table: &str)
 }
 
 /// The four causes of the timing model, as the report words them.
-fn causes(loss: i64, peer: i64, program: i64, wakeup: i64) -> String {
+/// The causes of a read's (or a group's) time; a stall only where there was one.
+fn causes(loss: i64, peer: i64, stall: i64, program: i64, wakeup: i64) -> String {
+    let stall = if stall > 0 {
+        format!(", stall {}", duration(stall))
+    } else {
+        String::new()
+    };
     format!(
-        "loss {}, peer {}, program {}, wakeup {}",
+        "loss {}, peer {}{stall}, program {}, wakeup {}",
         duration(loss),
         duration(peer),
         duration(program),
@@ -125,7 +133,27 @@ fn causes(loss: i64, peer: i64, program: i64, wakeup: i64) -> String {
 }
 
 fn breakdown(t: &Totals) -> String {
-    causes(t.loss_delay_ns, t.peer_wait_ns, t.program_ns(), t.wakeup_ns)
+    causes(
+        t.loss_delay_ns,
+        t.peer_wait_ns,
+        t.stall_ns,
+        t.program_ns(),
+        t.wakeup_ns,
+    )
+}
+
+/// What a stall was and its cure, from whose write was held.
+pub fn stall_cure(held: HeldWrite) -> &'static str {
+    match held {
+        HeldWrite::Ours => {
+            "this program's small write was held by Nagle until the peer's delayed ACK: \
+             TCP_NODELAY on this program's socket cures it"
+        }
+        HeldWrite::Peers => {
+            "the peer's small write was held by Nagle until this host's delayed ACK: \
+             TCP_NODELAY on the peer's socket cures it"
+        }
+    }
 }
 
 fn worst(t: &Totals) -> &'static str {
@@ -167,6 +195,7 @@ pub fn write_text(
     for (label, v) in [
         ("loss (waiting on retransmissions)", all.loss_delay_ns),
         ("peer (data not sent yet, or in flight)", all.peer_wait_ns),
+        ("stall (Nagle + delayed ACK)", all.stall_ns),
         ("program (data waited for the program)", all.program_ns()),
         ("wakeup (kernel and scheduler)", all.wakeup_ns),
     ] {
@@ -400,6 +429,9 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
                 held.held_by.map_or("-", |h| h.as_str())
             );
         }
+        if let Some(held) = r.stall_held {
+            packets += &format!("; {}", stall_cure(held));
+        }
         let waited = r.wait.map_or(String::new(), |w| {
             format!(
                 "; waited {} in {}, then {} before the read (dispatch)",
@@ -411,7 +443,13 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         writeln!(
             out,
             "      {}; {packets}{waited}",
-            causes(t.loss_delay_ns, t.peer_wait_ns, t.program_ns(), t.wakeup_ns),
+            causes(
+                t.loss_delay_ns,
+                t.peer_wait_ns,
+                t.stall_ns,
+                t.program_ns(),
+                t.wakeup_ns
+            ),
         )?;
     }
     Ok(())

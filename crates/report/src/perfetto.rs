@@ -473,6 +473,7 @@ impl<W: Write> TraceWriter<W> {
                         for (name, v) in [
                             ("loss_ns", t.loss_delay_ns),
                             ("peer_ns", t.peer_wait_ns),
+                            ("stall_ns", t.stall_ns),
                             ("program_ns", t.program_ns()),
                             ("wakeup_ns", t.wakeup_ns),
                             ("dispatch_ns", t.dispatch_ns),
