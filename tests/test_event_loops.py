@@ -145,8 +145,11 @@ def run_with_server(netns, tmp_path, client):
     assert client_reads and server_reads, r.stderr
     with open(out / "tables" / "sends.csv") as f:
         sends = [row for row in csv.DictReader(f) if row["pid"] != server_pid and int(row["bytes"]) > 0]
+    with open(out / "tables" / "exchanges.csv") as f:
+        exchanges = [row for row in csv.DictReader(f) if row["pid"] != server_pid]
     for row in client_reads:
         row["sends"] = [s for s in sends if s["flow_id"] == row["flow_id"]]
+        row["exchanges"] = [e for e in exchanges if e["flow_id"] == row["flow_id"]]
     return client_reads, server_reads, (out / "report.txt").read_text()
 
 
@@ -179,6 +182,21 @@ def assert_peer_slow(reads, api):
     assert peer <= answered + 2 * MS, (peer, answered, r)
     assert THINK_MS * MS - 2 * MS - in_send_after_wire <= peer <= THINK_MS * MS + 20 * MS, (in_send_after_wire, r)
     assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < 5 * MS, r
+    assert_exchange_peer_slow(row, answered)
+
+
+PARTS = ("request_held_ns", "loss_ns", "peer_ns", "transfer_ns", "stall_ns", "program_ns", "wakeup_ns")
+
+
+def assert_exchange_peer_slow(row, answered):
+    """The slow request as an exchange, timed from the wire: peer-slow, its peer time the server's
+    time on the wire, its parts adding up to its total, however the reads were split."""
+    for e in row["exchanges"]:
+        assert sum(int(e[k]) for k in PARTS) == int(e["total_ns"]), e
+    slowest = max(row["exchanges"], key=lambda e: int(e["total_ns"]))
+    assert slowest["verdict"] == "peer-slow", slowest
+    assert abs(int(slowest["peer_ns"]) - answered) <= MS, (slowest, answered)
+    assert int(slowest["peer_ns"]) >= THINK_MS * MS - 2 * MS, slowest
 
 
 @pytest.mark.parametrize("name, client, api", [

@@ -282,7 +282,7 @@ fn render(
     Ok(())
 }
 
-/// Writes the six tables (docs/tables.md) in each of `outputs`. One table at a time, each
+/// Writes the seven tables (docs/tables.md) in each of `outputs`. One table at a time, each
 /// written in every format before the next is built (`packets` in batches), so that peak memory
 /// is about one table's.
 fn write_tables(
@@ -296,10 +296,11 @@ fn write_tables(
     if outputs.is_empty() {
         return Ok(());
     }
-    let tables: [(&str, Build); 4] = [
+    let tables: [(&str, Build); 5] = [
         ("reads", Box::new(|| x::reads_frame(calls, result))),
         ("sends", Box::new(|| x::sends_frame(calls, result))),
         ("connects", Box::new(|| x::connects_frame(calls, result))),
+        ("exchanges", Box::new(|| x::exchanges_frame(calls, result))),
         ("tests", Box::new(|| x::tests_frame(calls, result))),
     ];
     let context = || {

@@ -541,6 +541,9 @@ pub struct Blame {
     pub unmatched_flows: Vec<u32>,
     /// Reads more than 100 µs before their bytes were captured.
     pub causality_violations: usize,
+    /// Request -> response exchanges of the connections the program made, timed from the
+    /// capture (crate::exchange), in the order they ended.
+    pub exchanges: Vec<crate::exchange::Exchange>,
 }
 
 /// Normalises v4-mapped IPv6 addresses so either form matches the capture.
@@ -912,6 +915,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         .iter()
         .filter(|r| r.causality_violation_ns.is_some())
         .count();
+    out.exchanges = crate::exchange::exchanges(analysis, calls, &out, threshold_ns);
     out
 }
 

@@ -8,6 +8,7 @@
 
 pub mod blame;
 pub mod decode;
+pub mod exchange;
 pub mod flows;
 pub mod seq;
 pub mod summary;
@@ -18,6 +19,7 @@ pub use blame::{
     ReadTiming, SendTiming, SocketCall, Verdict, WaitWindow,
 };
 pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
+pub use exchange::{exchanges, Exchange, ExchangeParts};
 pub use flows::{
     Analysis, Analyzer, AnalyzerConfig, CaptureQuality, Direction, DirectionStats, Endpoint, Flow,
     PacketClass, PacketRecord, Protocol,

@@ -925,6 +925,122 @@ mod join {
         assert!(a.flows[0].dirs[1].nagle_holds.is_empty());
     }
 
+    /// The exchanges of `calls` over `a`, each checked to add up to its total.
+    fn exchanges_of(a: &Analysis, calls: &[SocketCall]) -> Vec<crate::exchange::Exchange> {
+        let b = blame(a, calls, MS);
+        for e in &b.exchanges {
+            assert_eq!(e.parts.total_ns(), e.end_ns - e.start_ns, "{e:?}");
+        }
+        b.exchanges
+    }
+
+    #[test]
+    fn an_exchange_is_timed_from_the_wire_and_adds_up() {
+        let a = request_and_answer(); // request on the wire at 4 ms, answer at 6 ms
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Recv, T0 + 3_960_000, T0 + 6_010_000, 100, 0),
+        ];
+        let e = &exchanges_of(&a, &calls)[0];
+        assert_eq!((e.request_bytes, e.response_bytes, e.flow_id), (10, 100, 1));
+        assert_eq!((e.start_ns, e.end_ns), (T0 + 3_900_000, T0 + 6_010_000));
+        let p = e.parts;
+        assert_eq!(p.request_held_ns, 4 * MS - 3_950_000);
+        assert_eq!(p.peer_ns, 2 * MS);
+        assert_eq!(p.program_ns, 50_000, "inside the send call");
+        assert_eq!(p.wakeup_ns, 10_000);
+        assert_eq!(e.verdict, Verdict::PeerSlow);
+    }
+
+    #[test]
+    fn a_response_read_in_slices_keeps_its_whole_peer_time() {
+        // The answer in two segments at 6 and 106 ms; the program reads each as it comes, with
+        // a 100 ms timer slice between: the reads see 2 ms and 100 ms, the exchange 102 ms.
+        let mut t = Trace::new();
+        t.handshake()
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms
+            .pkt(false, 5001, 1011, F::ACK, 0) // 5 ms
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 50); // 6 ms
+        t.t += 99 * MS;
+        t.pkt(false, 5051, 1011, F::ACK | F::PSH, 50) // 106 ms
+            .pkt(true, 1011, 5101, F::ACK, 0);
+        let a = t.done();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Recv, T0 + 3_960_000, T0 + 6_010_000, 50, 0),
+            call(CallKind::Recv, T0 + 6_020_000, T0 + 106_010_000, 50, 50),
+        ];
+        let e = &exchanges_of(&a, &calls)[0];
+        assert_eq!(e.response_bytes, 100);
+        assert_eq!(e.parts.peer_ns + e.parts.transfer_ns, 102 * MS);
+        assert_eq!(e.last_read, 3);
+    }
+
+    #[test]
+    fn a_retransmitted_request_is_loss_not_the_peers() {
+        let mut t = Trace::new();
+        t.handshake().pkt(true, 1001, 5001, F::ACK | F::PSH, 10); // 4 ms: lost after capture
+        t.t += 199 * MS;
+        t.pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 204 ms: retransmitted
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 100) // 205 ms: answered at once
+            .pkt(true, 1011, 5101, F::ACK, 0);
+        let a = t.done();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Recv, T0 + 3_960_000, T0 + 205_010_000, 100, 0),
+        ];
+        let e = &exchanges_of(&a, &calls)[0];
+        assert_eq!(e.parts.loss_ns, 200 * MS);
+        assert_eq!(e.parts.peer_ns, MS);
+        assert_eq!(e.verdict, Verdict::Loss);
+    }
+
+    #[test]
+    fn pipelined_requests_and_interleaved_answers_still_add_up() {
+        // Two requests sent back to back (one exchange: nothing was read between them), then an
+        // answer, a third request in the middle of the answer (a PING, an HTTP/2 stream), the
+        // rest of the answer.
+        let mut t = Trace::new();
+        t.handshake()
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms
+            .pkt(true, 1011, 5001, F::ACK | F::PSH, 10) // 5 ms
+            .pkt(false, 5001, 1021, F::ACK | F::PSH, 40) // 6 ms
+            .pkt(true, 1021, 5041, F::ACK | F::PSH, 8) // 7 ms
+            .pkt(false, 5041, 1029, F::ACK | F::PSH, 60) // 8 ms
+            .pkt(true, 1029, 5101, F::ACK, 0);
+        let a = t.done();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Send, T0 + 4_900_000, T0 + 4_950_000, 10, 10),
+            call(CallKind::Recv, T0 + 4_960_000, T0 + 6_010_000, 40, 0),
+            call(CallKind::Send, T0 + 6_900_000, T0 + 6_950_000, 8, 20),
+            call(CallKind::Recv, T0 + 6_960_000, T0 + 8_010_000, 60, 40),
+        ];
+        let ex = exchanges_of(&a, &calls);
+        assert_eq!(ex.len(), 2);
+        assert_eq!((ex[0].request_bytes, ex[0].response_bytes), (20, 40));
+        assert_eq!((ex[1].request_bytes, ex[1].response_bytes), (8, 60));
+        let whole: i64 = ex.iter().map(|e| e.end_ns - e.start_ns).sum();
+        assert_eq!(whole, 8_010_000 - 3_900_000 - (6_900_000 - 6_010_000));
+    }
+
+    #[test]
+    fn an_accepted_connection_has_no_exchanges() {
+        let a = request_and_answer();
+        let mut served = open_a(true, "10.0.0.1:40000", "10.0.0.2:80");
+        served.api = "accept4";
+        let calls = [
+            served,
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Recv, T0 + 3_960_000, T0 + 6_010_000, 100, 0),
+        ];
+        assert!(exchanges_of(&a, &calls).is_empty());
+    }
+
     fn udp(out: &mut Vec<u8>, from_b: bool, len: usize) {
         out.clear();
         let b = if from_b {

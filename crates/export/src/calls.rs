@@ -203,6 +203,47 @@ pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, 
     frame("connects", t.len(), columns)
 }
 
+/// The `exchanges` table: one row per request -> response exchange of a connection the program
+/// made, timed from the capture.
+pub fn exchanges_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
+    let e = &blame.exchanges;
+    let first = |x: &netblame_correlate::Exchange| &calls[x.first_send];
+    let tag = |x| split_test(first(x).test.as_deref());
+    let columns = vec![
+        col!("flow_id", u32, e.iter().map(|x| x.flow_id)),
+        col!("pid", u32, e.iter().map(|x| first(x).pid)),
+        col!("tid", u32, e.iter().map(|x| first(x).tid)),
+        col!("fd", i32, e.iter().map(|x| first(x).fd)),
+        col!("test", Option<&str>, e.iter().map(|x| tag(x).0)),
+        col!("phase", Option<&str>, e.iter().map(|x| tag(x).1)),
+        col!(
+            "peer",
+            Option<String>,
+            e.iter()
+                .map(|x| calls[x.open_call].peer().map(|a| a.to_string()))
+        ),
+        col!("start_ns", i64, e.iter().map(|x| x.start_ns)),
+        col!("end_ns", i64, e.iter().map(|x| x.end_ns)),
+        col!("total_ns", i64, e.iter().map(|x| x.end_ns - x.start_ns)),
+        col!("request_offset", u64, e.iter().map(|x| first(x).offset)),
+        col!("request_bytes", u64, e.iter().map(|x| x.request_bytes)),
+        col!("response_bytes", u64, e.iter().map(|x| x.response_bytes)),
+        col!(
+            "request_held_ns",
+            i64,
+            e.iter().map(|x| x.parts.request_held_ns)
+        ),
+        col!("loss_ns", i64, e.iter().map(|x| x.parts.loss_ns)),
+        col!("peer_ns", i64, e.iter().map(|x| x.parts.peer_ns)),
+        col!("transfer_ns", i64, e.iter().map(|x| x.parts.transfer_ns)),
+        col!("stall_ns", i64, e.iter().map(|x| x.parts.stall_ns)),
+        col!("program_ns", i64, e.iter().map(|x| x.parts.program_ns)),
+        col!("wakeup_ns", i64, e.iter().map(|x| x.parts.wakeup_ns)),
+        col!("verdict", &str, e.iter().map(|x| x.verdict.as_str())),
+    ];
+    frame("exchanges", e.len(), columns)
+}
+
 /// The `tests` table: one row per pytest test and phase.
 pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
     let groups = summarize(calls, blame).by_test;

@@ -15,7 +15,7 @@ use netblame_correlate::{Analysis, Direction, Flow, PacketRecord};
 use polars::prelude::*;
 
 mod calls;
-pub use calls::{connects_frame, reads_frame, sends_frame, tests_frame};
+pub use calls::{connects_frame, exchanges_frame, reads_frame, sends_frame, tests_frame};
 /// The table type, for callers that hold a table between building and writing it.
 pub use polars::prelude::DataFrame;
 

@@ -181,11 +181,12 @@ pub fn write_text(
     let all = &sums.overall;
     writeln!(
         out,
-        "netblame: {} reads with data ({}), {} sends ({})",
+        "netblame: {} reads with data ({}), {} sends ({}), {} requests",
         all.reads,
         fmt_bytes(all.read_bytes),
         all.sends,
-        fmt_bytes(all.send_bytes)
+        fmt_bytes(all.send_bytes),
+        b.exchanges.len()
     )?;
     let whole = all.blamed_ns();
     writeln!(
@@ -229,6 +230,7 @@ pub fn write_text(
             duration(all.idle_ns)
         )?;
     }
+    slowest_requests(out, calls, b)?;
     slowest_reads(out, calls, b)?;
     slow_connects(out, calls, b)?;
     held_sends(out, calls, b, threshold_ms)?;
@@ -450,6 +452,62 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
                 t.program_ns(),
                 t.wakeup_ns
             ),
+        )?;
+    }
+    Ok(())
+}
+
+/// The exchanges that took longest, with where their time went (timed from the capture).
+fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
+    if b.exchanges.is_empty() {
+        return Ok(());
+    }
+    let mut slow: Vec<_> = b.exchanges.iter().collect();
+    slow.sort_by_key(|e| std::cmp::Reverse(e.end_ns - e.start_ns));
+    writeln!(
+        out,
+        "\nslowest requests (from the request's first send to the read of the answer's last byte, \
+         timed from the capture):"
+    )?;
+    for e in slow.iter().take(MAX_LISTED) {
+        let c = &calls[e.first_send];
+        let peer = calls[e.open_call]
+            .peer()
+            .map_or("?".into(), |a| a.to_string());
+        let test = c
+            .test
+            .as_deref()
+            .map_or(String::new(), |t| format!(" in {t}"));
+        let p = &e.parts;
+        let stall = if p.stall_ns > 0 {
+            format!(", stall {}", duration(p.stall_ns))
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  {:>9}  {:<12} flow {} pid {} fd {} -> {peer}{test}: {} request, {} answer\n      \
+             request held {}, loss {}, peer {}, transfer {}{stall}, program {}, wakeup {}",
+            duration(e.end_ns - e.start_ns),
+            e.verdict.as_str(),
+            e.flow_id,
+            c.pid,
+            c.fd,
+            fmt_bytes(e.request_bytes),
+            fmt_bytes(e.response_bytes),
+            duration(p.request_held_ns),
+            duration(p.loss_ns),
+            duration(p.peer_ns),
+            duration(p.transfer_ns),
+            duration(p.program_ns),
+            duration(p.wakeup_ns),
+        )?;
+    }
+    if slow.len() > MAX_LISTED {
+        writeln!(
+            out,
+            "  ... and {} more (tables/exchanges.csv)",
+            slow.len() - MAX_LISTED
         )?;
     }
     Ok(())
