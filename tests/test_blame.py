@@ -42,8 +42,11 @@ def test_peer_slow_app_late_and_ok(netns, tmp_path):
     out, report, client = run_program(netns, tmp_path, 200, 150)
     first, second, *rest = client
     assert first["verdict"] == "peer-slow"
-    assert abs(int(first["peer_wait_ns"]) - 200 * MS) <= 2 * MS, first
-    assert abs(int(first["response_ns"]) - 200 * MS) <= 2 * MS, first
+    # The peer's time is the server's time on the wire: its 200 ms sleep, and whatever its
+    # wakeup took on a loaded machine (CI saw 202.8 ms once).
+    answered = int(first["response_ns"])
+    assert 198 * MS <= answered <= 220 * MS, first
+    assert abs(int(first["peer_wait_ns"]) - answered) <= 2 * MS, first
     assert second["verdict"] == "app-late"
     assert abs(int(second["buffer_wait_ns"]) - 150 * MS) <= 2 * MS, second
     assert [x["verdict"] for x in rest] == ["ok"] * 5
@@ -55,7 +58,8 @@ def test_peer_slow_app_late_and_ok(netns, tmp_path):
 def test_ipv6_and_v4_mapped_sockets_join_their_connections(netns, tmp_path, mode):
     out, report, client = run_program(netns, tmp_path, 100, 0, mode=mode)
     assert client[0]["verdict"] == "peer-slow"
-    assert abs(int(client[0]["peer_wait_ns"]) - 100 * MS) <= 2 * MS, client[0]
+    # The server's 100 ms sleep, which a loaded machine can only make longer.
+    assert 98 * MS <= int(client[0]["peer_wait_ns"]) <= 120 * MS, client[0]
     with open(tmp_path / "tables20" / "reads.csv") as f:
         reads = list(csv.DictReader(f))
     # Both ends (the server's reads of the requests too) are joined to the one connection.
@@ -69,7 +73,7 @@ def test_udp_datagrams_peer_slow_app_late_and_ok(netns, tmp_path):
     client.sort(key=lambda x: int(x["t_call_ns"]))
     first, second, *rest = client
     assert first["verdict"] == "peer-slow"
-    assert abs(int(first["peer_wait_ns"]) - 200 * MS) <= 2 * MS, first
+    assert 198 * MS <= int(first["peer_wait_ns"]) <= 220 * MS, first
     assert second["verdict"] == "app-late"
     assert abs(int(second["buffer_wait_ns"]) - 150 * MS) <= 2 * MS, second
     assert [x["verdict"] for x in rest] == ["ok"] * 5

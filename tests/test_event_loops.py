@@ -197,6 +197,7 @@ def assert_exchange_peer_slow(row, answered):
     assert slowest["verdict"] == "peer-slow", slowest
     assert abs(int(slowest["peer_ns"]) - answered) <= MS, (slowest, answered)
     assert int(slowest["peer_ns"]) >= THINK_MS * MS - 2 * MS, slowest
+    assert (slowest["protocol"], slowest["request"]) == ("http", "GET /slow"), slowest
 
 
 @pytest.mark.parametrize("name, client, api", [

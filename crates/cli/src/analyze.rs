@@ -123,6 +123,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     let tables = job.csv.is_some() || job.parquet.is_some();
     let config = AnalyzerConfig {
         keep_packets: tables,
+        keep_request_heads: true,
     };
     // The events are read (and turned into calls) while the capture is: on a thread of their
     // own when there is a core for it, else one after the other.

@@ -16,8 +16,24 @@ use serde_json::{json, Map, Value};
 use crate::FlowsArgs;
 use netblame_report::fmt::{bytes, duration, opt_duration};
 
-/// Decoded frames, in capture order, as they go from the reading thread to the analysing one.
-type Batch = Vec<(i64, Result<Segment, DecodeError>)>;
+/// Decoded frames, in capture order, as they go from the reading thread to the analysing one,
+/// with the first payload bytes of each TCP data segment when the analysis keeps them (one
+/// buffer per batch, reused: no allocation per frame).
+#[derive(Default)]
+struct Batch {
+    /// (capture time, the decoded frame, its payload bytes in `payloads`)
+    frames: Vec<(i64, Result<Segment, DecodeError>, std::ops::Range<usize>)>,
+    payloads: Vec<u8>,
+}
+
+impl Batch {
+    fn with_capacity(n: usize) -> Batch {
+        Batch {
+            frames: Vec::with_capacity(n),
+            payloads: Vec::new(),
+        }
+    }
+}
 /// Frames per batch: large enough that the channel costs nothing per frame, small enough to
 /// stay in cache (a segment is about 100 bytes).
 const BATCH: usize = 1024;
@@ -34,7 +50,7 @@ pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis,
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     let bar = crate::analyze::progress(size, "reading the capture");
     let read = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        read_in_parallel(reader, &mut analyzer, &bar)
+        read_in_parallel(reader, &mut analyzer, &bar, config.keep_request_heads)
     } else {
         // One core: the threads would only take turns.
         let mut frames = 0u32;
@@ -68,41 +84,53 @@ fn read_in_parallel(
     mut reader: CaptureReader<std::fs::File>,
     analyzer: &mut Analyzer,
     bar: &indicatif::ProgressBar,
+    heads: bool,
 ) -> Result<FileStats, ReadError> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(8);
     let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
     let progress = bar.clone();
     std::thread::scope(|scope| {
         let reading = scope.spawn(move || -> Result<FileStats, ReadError> {
-            let mut batch: Batch = Vec::with_capacity(BATCH);
+            let mut batch = Batch::with_capacity(BATCH);
             let mut frames = 0u32;
             while let Some(p) = reader.next_packet()? {
                 frames = frames.wrapping_add(1);
                 if frames % 8192 == 0 {
                     progress.set_position(p.file_offset);
                 }
-                batch.push((p.ts_ns, decode_frame(p.link_type, p.data, p.orig_len)));
-                if batch.len() == BATCH {
+                let decoded = decode_frame(p.link_type, p.data, p.orig_len);
+                let at = batch.payloads.len();
+                if let (true, Ok(seg)) = (heads, &decoded) {
+                    let payload = seg.captured_payload(p.data);
+                    let n = payload.len().min(netblame_correlate::request::HEAD_BYTES);
+                    batch.payloads.extend_from_slice(&payload[..n]);
+                }
+                let end = batch.payloads.len();
+                batch.frames.push((p.ts_ns, decoded, at..end));
+                if batch.frames.len() == BATCH {
                     let next = empty_rx
                         .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                        .unwrap_or_else(|_| Batch::with_capacity(BATCH));
                     if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
                         break;
                     }
                 }
             }
-            if !batch.is_empty() {
+            if !batch.frames.is_empty() {
                 let _ = full_tx.send(batch);
             }
             Ok(reader.stats().clone())
         });
         for mut batch in full_rx {
-            for (ts_ns, decoded) in batch.drain(..) {
+            for (ts_ns, decoded, payload) in batch.frames.drain(..) {
                 match decoded {
-                    Ok(seg) => analyzer.add_segment(ts_ns, &seg),
+                    Ok(seg) => {
+                        analyzer.add_segment_with_payload(ts_ns, &seg, &batch.payloads[payload])
+                    }
                     Err(e) => analyzer.record_undecoded(ts_ns, &e),
                 }
             }
+            batch.payloads.clear();
             let _ = empty_tx.send(batch);
         }
         reading
@@ -117,6 +145,7 @@ pub fn run(args: &FlowsArgs) -> Result<()> {
         &args.file,
         AnalyzerConfig {
             keep_packets: tables,
+            keep_request_heads: false,
         },
     )?;
     for (dir, format) in [

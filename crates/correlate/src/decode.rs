@@ -104,8 +104,22 @@ pub struct Segment {
     pub ip_id: Option<u16>,
     /// Transport payload length from the IP header.
     pub payload_len: u32,
+    /// TCP: where the payload starts in the frame's captured bytes (at or past their end when
+    /// the snaplen kept none of it); 0 for UDP.
+    pub payload_at: u32,
     pub transport: Transport,
     pub link_direction: LinkDirection,
+}
+
+impl Segment {
+    /// The payload bytes the capture kept of this segment (`data` is its frame).
+    pub fn captured_payload<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        let from = (self.payload_at as usize).min(data.len());
+        let to = from
+            .saturating_add(self.payload_len as usize)
+            .min(data.len());
+        &data[from..to]
+    }
 }
 
 /// Why a frame was not decoded into a TCP or UDP segment.
@@ -239,6 +253,12 @@ pub fn decode_frame(link: u16, data: &[u8], orig_len: u32) -> Result<Segment, De
         direction,
         orig_len.saturating_sub(offset as u32),
     )
+    .map(|mut seg| {
+        if matches!(seg.transport, Transport::Tcp(_)) {
+            seg.payload_at += offset as u32;
+        }
+        seg
+    })
 }
 
 fn sll_direction(packet_type: u16) -> LinkDirection {
@@ -308,6 +328,7 @@ pub(crate) fn decode_ipv4_tcp_common(
         dst_port: be16(2),
         ip_id: Some(u16::from_be_bytes([ip[4], ip[5]])),
         payload_len: segment_len.saturating_sub(header_len as u32),
+        payload_at: (IP_LEN + header_len) as u32,
         transport: Transport::Tcp(TcpHeader {
             seq: SeqNumber(be32(4)),
             ack: SeqNumber(be32(8)),
@@ -398,6 +419,9 @@ pub(crate) fn decode_ip_general(
                 dst_port: tcp.destination_port(),
                 ip_id,
                 payload_len: segment_len.saturating_sub(header_len),
+                // The TCP header's place in the IP packet, plus its length.
+                payload_at: (payload.payload.as_ptr() as usize - bytes.as_ptr() as usize) as u32
+                    + header_len,
                 transport: Transport::Tcp(h),
                 link_direction,
             })
@@ -412,6 +436,7 @@ pub(crate) fn decode_ip_general(
                 dst_port: udp.destination_port(),
                 ip_id,
                 payload_len: segment_len.saturating_sub(8),
+                payload_at: 0,
                 transport: Transport::Udp,
                 link_direction,
             })

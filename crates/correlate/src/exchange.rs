@@ -7,6 +7,7 @@
 
 use crate::blame::{Blame, CallKind, ReadBlame, SocketCall, Verdict};
 use crate::flows::{Analysis, Direction, Flow};
+use crate::request::{name_request, RequestName};
 use crate::timeline::Span;
 
 /// One request and its response on a TCP connection, and where its time went.
@@ -26,6 +27,8 @@ pub struct Exchange {
     pub end_ns: i64,
     pub parts: ExchangeParts,
     pub verdict: Verdict,
+    /// What was asked, from the request's first bytes in the capture (crate::request).
+    pub request: Option<RequestName>,
 }
 
 /// The parts of an exchange's time; they add up to `total_ns()`.
@@ -277,6 +280,13 @@ fn finish(
         p.stall_ns += s;
     }
     debug_assert_eq!(p.total_ns(), end - start);
+    // The request's first segment began a turn of our direction (stream byte k is position k+1).
+    let at = o.request.0 as i64 + 1;
+    let request = ours
+        .turn_heads
+        .binary_search_by_key(&at, |h| h.pos)
+        .ok()
+        .and_then(|i| name_request(ours.turn_heads[i].bytes()));
     Some(Exchange {
         flow_id: flow.id,
         open_call: o.open_call,
@@ -288,5 +298,6 @@ fn finish(
         end_ns: end,
         verdict: p.verdict(threshold_ns),
         parts: p,
+        request,
     })
 }

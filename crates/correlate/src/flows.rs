@@ -147,6 +147,10 @@ pub struct Direction {
     /// within `NAGLE_RELEASE_NS`: a write held back by Nagle until the peer's delayed ACK.
     pub nagle_holds: Vec<(i64, i64)>,
     nagle: NagleWatch,
+    /// With `keep_request_heads`: the first bytes of each turn this direction began, by position.
+    pub turn_heads: Vec<TurnHead>,
+    /// This direction sent data since the other one last did.
+    turn_open: bool,
     pub first_ts_ns: Option<i64>,
     pub last_ts_ns: Option<i64>,
     unwrap: Option<SeqUnwrapper>,
@@ -310,6 +314,36 @@ pub struct CaptureQuality {
 pub struct AnalyzerConfig {
     /// Keep a [`PacketRecord`] per TCP/UDP packet (for the `packets` table).
     pub keep_packets: bool,
+    /// Keep the first payload bytes of each turn of a TCP connection ([`TurnHead`]), to name
+    /// requests (`analyze`; `flows` has no use for them).
+    pub keep_request_heads: bool,
+}
+
+/// The first captured payload bytes of a turn's first data segment: a direction sending after
+/// the other one did (or first): the start of a request or of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnHead {
+    /// The position of its first byte.
+    pub pos: i64,
+    len: u8,
+    bytes: [u8; crate::request::HEAD_BYTES],
+}
+
+impl TurnHead {
+    fn new(pos: i64, payload: &[u8]) -> TurnHead {
+        let n = payload.len().min(crate::request::HEAD_BYTES);
+        let mut bytes = [0; crate::request::HEAD_BYTES];
+        bytes[..n].copy_from_slice(&payload[..n]);
+        TurnHead {
+            pos,
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// The result of a pass over a capture.
@@ -388,13 +422,26 @@ impl Analyzer {
     /// Decodes and analyses one captured frame.
     pub fn add_frame(&mut self, ts_ns: i64, link_type: u16, data: &[u8], orig_len: u32) {
         match crate::decode::decode_frame(link_type, data, orig_len) {
-            Ok(seg) => self.add_segment(ts_ns, &seg),
+            Ok(seg) => {
+                let payload = if self.config.keep_request_heads {
+                    seg.captured_payload(data)
+                } else {
+                    &[]
+                };
+                self.add_segment_with_payload(ts_ns, &seg, payload)
+            }
             Err(e) => self.record_undecoded(ts_ns, &e),
         }
     }
 
     /// Analyses one decoded packet.
     pub fn add_segment(&mut self, ts_ns: i64, seg: &Segment) {
+        self.add_segment_with_payload(ts_ns, seg, &[]);
+    }
+
+    /// Analyses one decoded packet and the payload bytes the capture kept of it (used with
+    /// `keep_request_heads`; at most [`crate::request::HEAD_BYTES`] are looked at).
+    pub fn add_segment_with_payload(&mut self, ts_ns: i64, seg: &Segment, payload: &[u8]) {
         self.note_frame(ts_ns);
         let src = Endpoint {
             addr: seg.src,
@@ -408,7 +455,7 @@ impl Analyzer {
             Transport::Tcp(h) => {
                 self.quality.tcp_packets += 1;
                 let idx = self.tcp_flow(ts_ns, src, dst, &h);
-                self.add_tcp(idx, ts_ns, src, seg, &h);
+                self.add_tcp(idx, ts_ns, src, seg, &h, payload);
             }
             Transport::Udp => {
                 self.quality.udp_packets += 1;
@@ -516,7 +563,16 @@ impl Analyzer {
         }
     }
 
-    fn add_tcp(&mut self, idx: usize, ts_ns: i64, src: Endpoint, seg: &Segment, h: &TcpHeader) {
+    fn add_tcp(
+        &mut self,
+        idx: usize,
+        ts_ns: i64,
+        src: Endpoint,
+        seg: &Segment,
+        h: &TcpHeader,
+        payload_bytes: &[u8],
+    ) {
+        let keep_heads = self.config.keep_request_heads;
         let flow = &mut self.flows[idx];
         flow.last_ts_ns = flow.last_ts_ns.max(ts_ns);
         let d = usize::from(flow.endpoints[0] != src);
@@ -661,6 +717,11 @@ impl Analyzer {
                         class = PacketClass::New;
                         let acked = other.last_ack.map(|(a, _)| unwrap.position(a));
                         this.watch_nagle(ts_ns, start, start + seq_len, acked);
+                        // A turn: this direction sends after the other one did.
+                        if !this.turn_open && keep_heads && !payload_bytes.is_empty() {
+                            this.turn_heads.push(TurnHead::new(start, payload_bytes));
+                        }
+                        (this.turn_open, other.turn_open) = (true, false);
                     }
                 }
             }

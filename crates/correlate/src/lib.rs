@@ -10,6 +10,7 @@ pub mod blame;
 pub mod decode;
 pub mod exchange;
 pub mod flows;
+pub mod request;
 pub mod seq;
 pub mod summary;
 pub mod timeline;
@@ -22,8 +23,9 @@ pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
 pub use exchange::{exchanges, Exchange, ExchangeParts};
 pub use flows::{
     Analysis, Analyzer, AnalyzerConfig, CaptureQuality, Direction, DirectionStats, Endpoint, Flow,
-    PacketClass, PacketRecord, Protocol,
+    PacketClass, PacketRecord, Protocol, TurnHead,
 };
+pub use request::{name_request, AppProtocol, RequestName};
 pub use seq::{SeqNumber, SeqUnwrapper};
 pub use summary::{split_test, Totals};
 pub use timeline::{ByteTimeline, Span, TxOutcome};

@@ -56,7 +56,10 @@ struct Trace {
 impl Trace {
     fn new() -> Self {
         Trace {
-            an: Analyzer::new(AnalyzerConfig { keep_packets: true }),
+            an: Analyzer::new(AnalyzerConfig {
+                keep_packets: true,
+                keep_request_heads: true,
+            }),
             t: 1_000_000_000,
         }
     }
@@ -306,7 +309,10 @@ fn capture_duplicates_on_cooked_capture_are_dropped() {
     // A loopback packet seen twice on `-i any`: outgoing, then incoming.
     let (eth, orig) = tcp_frame(true, 1001, 5001, F::ACK, 100, 1000);
     let ip = &eth[14..];
-    let mut an = Analyzer::new(AnalyzerConfig { keep_packets: true });
+    let mut an = Analyzer::new(AnalyzerConfig {
+        keep_packets: true,
+        keep_request_heads: true,
+    });
     for (i, pkttype) in [4u8, 0u8].into_iter().enumerate() {
         let mut sll2 = vec![
             0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, pkttype, 6, 0, 0, 0, 0, 0, 0, 0, 0,

@@ -222,6 +222,21 @@ pub fn exchanges_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame,
             e.iter()
                 .map(|x| calls[x.open_call].peer().map(|a| a.to_string()))
         ),
+        col!(
+            "protocol",
+            Option<&str>,
+            e.iter().map(|x| x
+                .request
+                .as_ref()
+                .and_then(|r| r.protocol)
+                .map(|p| p.as_str()))
+        ),
+        col!(
+            "request",
+            Option<&str>,
+            e.iter()
+                .map(|x| x.request.as_ref().map(|r| r.text.as_str()))
+        ),
         col!("start_ns", i64, e.iter().map(|x| x.start_ns)),
         col!("end_ns", i64, e.iter().map(|x| x.end_ns)),
         col!("total_ns", i64, e.iter().map(|x| x.end_ns - x.start_ns)),

@@ -30,7 +30,10 @@ pub const TARGETS: [(&str, Target); 4] = [
 /// The flow analysis of a capture file's bytes; reading stops at the first error, as `flows`
 /// does.
 fn analysis_of(data: &[u8], keep_packets: bool) -> Analysis {
-    let mut analyzer = Analyzer::new(AnalyzerConfig { keep_packets });
+    let mut analyzer = Analyzer::new(AnalyzerConfig {
+        keep_packets,
+        keep_request_heads: true,
+    });
     if let Ok(mut reader) = CaptureReader::new(Cursor::new(data), "fuzz.pcap") {
         while let Ok(Some(p)) = reader.next_packet() {
             analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);

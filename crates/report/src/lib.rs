@@ -478,6 +478,14 @@ fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io
             .test
             .as_deref()
             .map_or(String::new(), |t| format!(" in {t}"));
+        let asked = e.request.as_ref().map_or(String::new(), |r| {
+            format!(
+                "\"{}\"{}, ",
+                r.text,
+                r.protocol
+                    .map_or(String::new(), |p| format!(" ({})", p.as_str()))
+            )
+        });
         let p = &e.parts;
         let stall = if p.stall_ns > 0 {
             format!(", stall {}", duration(p.stall_ns))
@@ -486,7 +494,7 @@ fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io
         };
         writeln!(
             out,
-            "  {:>9}  {:<12} flow {} pid {} fd {} -> {peer}{test}: {} request, {} answer\n      \
+            "  {:>9}  {:<12} flow {} pid {} fd {} -> {peer}{test}: {asked}{} request, {} answer\n      \
              request held {}, loss {}, peer {}, transfer {}{stall}, program {}, wakeup {}",
             duration(e.end_ns - e.start_ns),
             e.verdict.as_str(),

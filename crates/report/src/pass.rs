@@ -82,7 +82,10 @@ pub fn second_pass<R: Read, T: Write, A: Write>(
     // The writer, made on the first frame (its first interface is that frame's link type), and
     // the link type of each of its interfaces.
     let mut writer: Option<(PcapngWriter<A>, Vec<u16>)> = None;
-    let mut analyzer = Analyzer::new(AnalyzerConfig { keep_packets: true });
+    let mut analyzer = Analyzer::new(AnalyzerConfig {
+        keep_packets: true,
+        keep_request_heads: false,
+    });
     let mut frame = 0u64;
     while let Some(p) = reader.next_packet()? {
         frame += 1;
