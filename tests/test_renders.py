@@ -40,6 +40,7 @@ class Run:
         self.reads = rows(self.tables / "reads.csv")
         self.sends = rows(self.tables / "sends.csv")
         self.connects = rows(self.tables / "connects.csv")
+        self.exchanges = rows(self.tables / "exchanges.csv")
         self.packets = rows(self.tables / "packets.csv")
         self.flows = rows(self.tables / "flows.csv")
         dump = subprocess.run([str(netblame_path()), "events", "dump", str(dir / "events")], capture_output=True,
@@ -142,6 +143,7 @@ DOM_FACTS = """
     test_rows: document.querySelectorAll("#tests tbody tr").length,
     connection_rows: document.querySelectorAll("#connections tbody tr").length,
     timelines: document.querySelectorAll("figure.timeline").length,
+    requests: [...document.querySelectorAll("#requests tbody tr")].map(tr => tr.querySelector("td.request").textContent),
   };
 })()
 """
@@ -204,6 +206,9 @@ def test_html_report_loads_offline_and_draws_a_graph_per_listed_read(run):
     assert facts["bars"] >= 3
     assert facts["test_rows"] == len({(r["test"], r["phase"]) for r in run.reads + run.sends if r["test"]})
     assert facts["timelines"] >= 1
+    # The slowest requests, as the exchanges table has them (the runs have fewer than 200).
+    assert run.exchanges, "no exchanges"
+    assert sorted(facts["requests"]) == sorted(x["request"] for x in run.exchanges)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +308,13 @@ def test_perfetto_trace_matches_the_tables(run):
     ended = {i for _, _, e in instants for i in e.terminating_flow_ids}
     assert started == ended
     assert len(ended) == sum(1 for r in run.reads if int(r["segments"] or 0) > 0)
+
+    # A slice per exchange on its connection's track, named by its request.
+    exchanges = [e for _, c, e in begins if c == "exchange"]
+    assert len(exchanges) == len(run.exchanges)
+    assert sorted(strings.name(e) for e in exchanges) == sorted(x["request"] or "request" for x in run.exchanges)
+    flow_tracks = {t.uuid for t in tracks.values() if t.name.startswith("flow ")}
+    assert all(e.track_uuid in flow_tracks for e in exchanges)
 
     # Tests and their phases.
     tests = [e for _, c, e in begins if c == "test"]

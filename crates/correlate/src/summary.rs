@@ -47,6 +47,10 @@ pub struct Totals {
     pub sends: u64,
     pub send_bytes: u64,
     pub send_blocked_ns: i64,
+    /// Request -> answer exchanges (crate::exchange), their time, and the peer's part of it.
+    pub requests: u64,
+    pub request_ns: i64,
+    pub request_peer_ns: i64,
     /// The verdict of the read that lost the most time to its cause, and that time.
     pub worst: Option<(Verdict, i64)>,
     /// Verdict counts.
@@ -153,6 +157,9 @@ impl Totals {
         self.sends = self.sends.saturating_add(o.sends);
         self.send_bytes = self.send_bytes.saturating_add(o.send_bytes);
         self.send_blocked_ns = self.send_blocked_ns.saturating_add(o.send_blocked_ns);
+        self.requests += o.requests;
+        self.request_ns = self.request_ns.saturating_add(o.request_ns);
+        self.request_peer_ns = self.request_peer_ns.saturating_add(o.request_peer_ns);
         for (v, n) in o.verdicts.iter() {
             self.verdicts.add(v, n);
         }
@@ -165,6 +172,12 @@ impl Totals {
         self.connects += 1;
         self.connect_ns = self.connect_ns.saturating_add(t.duration_ns(c));
         self.connect_syn_loss_ns = self.connect_syn_loss_ns.saturating_add(t.syn_loss_ns);
+    }
+
+    pub fn add_exchange(&mut self, e: &crate::exchange::Exchange) {
+        self.requests += 1;
+        self.request_ns = self.request_ns.saturating_add(e.end_ns - e.start_ns);
+        self.request_peer_ns = self.request_peer_ns.saturating_add(e.parts.peer_ns);
     }
 
     pub fn add_send(&mut self, c: &SocketCall) {
@@ -284,6 +297,14 @@ pub fn summarize<'a>(calls: &'a [SocketCall], blame: &Blame) -> Summaries<'a> {
         flows.slot(t.flow_id).add_connect(c, t);
         if let Some(sum) = tests.slot(c) {
             sum.add_connect(c, t);
+        }
+    }
+    for e in &blame.exchanges {
+        let c = &calls[e.first_send];
+        overall.add_exchange(e);
+        flows.slot(Some(e.flow_id)).add_exchange(e);
+        if let Some(sum) = tests.slot(c) {
+            sum.add_exchange(e);
         }
     }
     // Split the few distinct tags into test and phase, and order them.

@@ -275,6 +275,9 @@ pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
         col!("buffer_wait_ns", i64, g().map(|(_, x)| x.buffer_wait_ns)),
         col!("dispatch_ns", i64, g().map(|(_, x)| x.dispatch_ns)),
         col!("wakeup_ns", i64, g().map(|(_, x)| x.wakeup_ns)),
+        col!("requests", u64, g().map(|(_, x)| x.requests)),
+        col!("request_ns", i64, g().map(|(_, x)| x.request_ns)),
+        col!("request_peer_ns", i64, g().map(|(_, x)| x.request_peer_ns)),
         col!("idle_reads", u64, g().map(|(_, x)| x.idle_reads)),
         col!("idle_ns", i64, g().map(|(_, x)| x.idle_ns)),
         col!(

@@ -23,6 +23,8 @@ use crate::Caveats;
 const MAX_ROWS: usize = 300;
 /// Slowest reads in the table.
 const MAX_READ_ROWS: usize = 200;
+/// Rows of the slowest-requests table.
+const MAX_REQUEST_ROWS: usize = 200;
 /// Connections with a timeline.
 const MAX_TIMELINES: usize = 12;
 /// Calls drawn one by one in a timeline row; more are binned.
@@ -133,7 +135,7 @@ pub fn write_html(
 <style>{STYLE}</style></head><body>
 <header><h1>netblame <span class="run">{title}</span></h1>
 <p class="sub">{reads} reads with data ({rbytes}), {sends} sends ({sbytes}); {conns} connections in the capture{span}; verdict threshold {thr} ms</p>
-<nav><a href="\#overview">where the time went</a> <a href="\#tests">tests</a> <a href="\#connections">connections</a> <a href="\#slowest">slowest reads</a> <a href="\#graphs">graphs</a> <a href="\#timelines">timelines</a></nav></header>
+<nav><a href="\#overview">where the time went</a> <a href="\#tests">tests</a> <a href="\#connections">connections</a> <a href="\#requests">slowest requests</a> <a href="\#slowest">slowest reads</a> <a href="\#graphs">graphs</a> <a href="\#timelines">timelines</a></nav></header>
 "#,
         title = esc(page.title),
         reads = all.reads,
@@ -152,6 +154,7 @@ pub fn write_html(
     tests_table(&mut h, &sums.by_test);
     let per_flow = &sums.by_flow;
     connections_table(&mut h, analysis, per_flow);
+    requests_table(&mut h, calls, b);
     slowest_table(&mut h, calls, b, d);
     graphs(&mut h, analysis, calls, b, d);
     timelines(&mut h, analysis, calls, b, d, per_flow);
@@ -368,6 +371,50 @@ fn connections_table(
             dur_td(t.blamed_ns()),
             cause_bar(parts(t), scale, 220.0, 12.0),
             worst_chip(t)
+        );
+    }
+    h.push_str("</tbody></table></section>\n");
+}
+
+/// The slowest requests (exchanges, timed from the capture), with what was asked.
+fn requests_table(h: &mut String, calls: &[SocketCall], b: &Blame) {
+    if b.exchanges.is_empty() {
+        return;
+    }
+    let mut rows: Vec<_> = b.exchanges.iter().collect();
+    rows.sort_by_key(|e| std::cmp::Reverse(e.end_ns - e.start_ns));
+    h.push_str(
+        r#"<section id="requests"><h2>Slowest requests <small>(from the request's first send to the read of the answer's last byte, timed from the capture)</small></h2>
+<table class="sortable"><thead><tr><th>#</th><th>total</th><th>verdict</th><th>request</th><th>protocol</th><th>held</th><th>loss</th><th>peer</th><th>transfer</th><th>stall</th><th>program</th><th>wakeup</th><th>flow</th><th>pid</th><th>fd</th><th>request bytes</th><th>answer bytes</th><th>test</th></tr></thead><tbody>"#,
+    );
+    for (rank, e) in rows.iter().take(MAX_REQUEST_ROWS).enumerate() {
+        let c = &calls[e.first_send];
+        let p = &e.parts;
+        let _ = write!(
+            h,
+            "<tr>{}{}<td><span class=\"chip {}\">{}</span></td><td class=\"request\">{}</td><td>{}</td>{}{}{}{}{}{}{}{}{}{}{}{}<td class=\"test\">{}</td></tr>",
+            num_td(rank + 1),
+            dur_td(e.end_ns - e.start_ns),
+            verdict_class(e.verdict),
+            e.verdict.as_str(),
+            e.request.as_ref().map_or(String::new(), |r| esc(&r.text)),
+            e.request
+                .as_ref()
+                .and_then(|r| r.protocol)
+                .map_or("-", |p| p.as_str()),
+            dur_td(p.request_held_ns),
+            dur_td(p.loss_ns),
+            dur_td(p.peer_ns),
+            dur_td(p.transfer_ns),
+            dur_td(p.stall_ns),
+            dur_td(p.program_ns),
+            dur_td(p.wakeup_ns),
+            num_td(e.flow_id),
+            num_td(c.pid),
+            num_td(c.fd),
+            num_td(e.request_bytes),
+            num_td(e.response_bytes),
+            esc(c.test.as_deref().unwrap_or("")),
         );
     }
     h.push_str("</tbody></table></section>\n");

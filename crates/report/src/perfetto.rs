@@ -201,6 +201,8 @@ enum Joined {
 struct TrackIds {
     threads: HashMap<(u32, u32), u64>,
     tests: HashMap<u32, u64>,
+    /// Each flow's track (by index in the analysis): its exchanges' slices.
+    flows: Vec<u64>,
 }
 
 /// Writes a trace: `new` writes the tracks and every call's slice; then `packet` for each packet
@@ -244,6 +246,7 @@ impl<W: Write> TraceWriter<W> {
         let ids = w.tracks(analysis, calls)?;
         w.calls(calls, b, &ids)?;
         w.tests(calls, &ids)?;
+        w.exchanges(b, &ids)?;
         Ok(w)
     }
 
@@ -395,6 +398,7 @@ impl<W: Write> TraceWriter<W> {
         for (k, f) in analysis.flows.iter().enumerate() {
             let [a, z] = f.endpoints;
             let flow = self.new_uuid();
+            ids.flows.push(flow);
             self.descriptor(TrackDescriptor {
                 uuid: Some(flow),
                 parent_uuid: Some(connections),
@@ -607,6 +611,53 @@ impl<W: Write> TraceWriter<W> {
                 self.end(end, track)?;
                 i = j;
             }
+        }
+        Ok(())
+    }
+
+    /// One slice per exchange on its connection's track, named by its request (from the
+    /// capture), from the request's first send to the read of the answer's last byte.
+    fn exchanges(&mut self, b: &Blame, ids: &TrackIds) -> io::Result<()> {
+        for e in &b.exchanges {
+            let Some(&track) = (e.flow_id as usize)
+                .checked_sub(1)
+                .and_then(|i| ids.flows.get(i))
+            else {
+                continue;
+            };
+            let name = e.request.as_ref().map_or("request", |r| r.text.as_str());
+            let mut args = vec![
+                self.text("verdict", e.verdict.as_str()),
+                self.int("request_bytes", e.request_bytes as i64),
+                self.int("answer_bytes", e.response_bytes as i64),
+            ];
+            if let Some(p) = e.request.as_ref().and_then(|r| r.protocol) {
+                args.push(self.text("protocol", p.as_str()));
+            }
+            let p = &e.parts;
+            for (part, v) in [
+                ("request_held_ns", p.request_held_ns),
+                ("loss_ns", p.loss_ns),
+                ("peer_ns", p.peer_ns),
+                ("transfer_ns", p.transfer_ns),
+                ("stall_ns", p.stall_ns),
+                ("program_ns", p.program_ns),
+                ("wakeup_ns", p.wakeup_ns),
+            ] {
+                if v != 0 {
+                    args.push(self.int(part, v));
+                }
+            }
+            let event = TrackEvent {
+                r#type: Some(SLICE_BEGIN),
+                track_uuid: Some(track),
+                category_iids: self.category("exchange"),
+                name: Some(name.into()),
+                debug_annotations: args,
+                ..Default::default()
+            };
+            self.event(e.start_ns, event)?;
+            self.end(e.end_ns, track)?;
         }
         Ok(())
     }
