@@ -9,6 +9,7 @@ and peak RSS (wait4) of --runs runs, and how peak RSS grows with the run's lengt
 
 import argparse
 import os
+import statistics
 import shutil
 import subprocess
 import tempfile
@@ -24,8 +25,22 @@ def main():
     ap.add_argument("--exchanges", default="1000000,4000000", help="comma-separated run sizes")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-tables", action="store_true", help="skip the runs with tables")
+    ap.add_argument("--baseline", default=None, metavar="BIN",
+                    help="another netblame binary (e.g. the landed one), run alternately in the same rounds")
     args = ap.parse_args()
     netblame = os.path.join(RELEASE, "netblame")
+    binaries = {"": netblame, **({" [baseline]": args.baseline} if args.baseline else {})}
+
+    def alternating(argv, before=None):
+        """Each binary once per round, for `args.runs` rounds: {label: (median s, peak MiB)}."""
+        got = {label: ([], 0.0) for label in binaries}
+        for _ in range(args.runs):
+            for label, exe in binaries.items():
+                t, rss = timed([exe, *argv], 1, before=before)
+                got[label][0].append(t)
+                got[label] = (got[label][0], max(got[label][1], rss))
+        return {label: (statistics.median(ts), rss) for label, (ts, rss) in got.items()}
+
     rows, peaks = [], {}
     for n in [int(x) for x in args.exchanges.split(",")]:
         with tempfile.TemporaryDirectory() as d:
@@ -33,17 +48,18 @@ def main():
             subprocess.run([os.path.join(RELEASE, "examples", "gen_run"), run, str(n), "100"], check=True)
             size = os.path.getsize(os.path.join(run, "capture.pcap"))
             cap = os.path.join(run, "capture.pcap")
-            flows = timed([netblame, "flows", cap], args.runs)
-            report = timed([netblame, "analyze", run], args.runs)
-            peaks[n] = report[1]
-            rows.append((n, size, "flows (first pass alone)", flows))
-            rows.append((n, size, "analyze (report)", report))
+            flows = alternating(["flows", cap])
+            report = alternating(["analyze", run])
+            peaks[n] = report[""][1]
+            for label in binaries:
+                rows.append((n, size, "flows (first pass alone)" + label, flows[label]))
+                rows.append((n, size, "analyze (report)" + label, report[label]))
             if not args.no_tables:
                 out = os.path.join(d, "tables")
                 clear = lambda: shutil.rmtree(out, ignore_errors=True)
-                tables = timed([netblame, "analyze", run, "--csv", out + "/csv", "--parquet", out + "/pq"],
-                                 args.runs, before=clear)
-                rows.append((n, size, "analyze --csv --parquet", tables))
+                tables = alternating(["analyze", run, "--csv", out + "/csv", "--parquet", out + "/pq"], before=clear)
+                for label in binaries:
+                    rows.append((n, size, "analyze --csv --parquet" + label, tables[label]))
     print("| exchanges | capture | command | median time | peak RSS | bytes per exchange |")
     print("|---:|---:|---|---:|---:|---:|")
     for n, size, what, (t, rss) in rows:

@@ -264,14 +264,9 @@ impl ReadTiming {
         peers: &[(i64, i64)],
     ) -> Option<HeldWrite> {
         let until = from + self.network_wait_ns;
-        let covered = |holds: &[(i64, i64)]| -> i64 {
-            holds
-                .iter()
-                .map(|&(a, b)| (b.min(until) - a.max(from)).max(0))
-                .sum()
-        };
+        let covered = |holds| crate::exchange::held_within(holds, from, until);
         let (o, p) = (covered(ours), covered(peers));
-        let stall = (o + p).min(self.peer_wait_ns);
+        let stall = o.saturating_add(p).min(self.peer_wait_ns);
         if stall <= 0 {
             return None;
         }

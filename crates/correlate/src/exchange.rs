@@ -141,7 +141,8 @@ pub fn exchanges(
             CallKind::Send => {
                 match slot {
                     Some(o) if o.response.is_none() => {
-                        o.request.1 = to;
+                        // Ranges only grow (a damaged log may carry offsets out of order).
+                        o.request.1 = o.request.1.max(to);
                         o.last_send = idx;
                         continue;
                     }
@@ -162,7 +163,7 @@ pub fn exchanges(
             CallKind::Recv => {
                 if let Some(o) = slot {
                     o.response = Some(match o.response {
-                        Some((start, _, _)) => (start, to, idx),
+                        Some((start, end, _)) => (start, end.max(to), idx),
                         None => (from, to, idx),
                     });
                 }
@@ -205,12 +206,13 @@ fn range_times(dir: &Direction, from: u64, to: u64) -> Option<(i64, i64, bool)> 
     (covered == end - start).then_some((delivered, sent, rexmit))
 }
 
-/// Overlap of `[from, to)` with a list of holds.
-fn held_within(holds: &[(i64, i64)], from: i64, to: i64) -> i64 {
+/// Overlap of `[from, to)` with a list of holds (saturating: a damaged capture's holds may
+/// overlap).
+pub(crate) fn held_within(holds: &[(i64, i64)], from: i64, to: i64) -> i64 {
     holds
         .iter()
         .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
-        .sum()
+        .fold(0, i64::saturating_add)
 }
 
 /// Times a finished exchange; `None` when its response never came or its bytes are not all in
@@ -268,7 +270,11 @@ fn finish(
     }
     // Nagle + delayed-ACK holds of either direction, out of the part of the chain they cover.
     let holds = |from: i64, to: i64| {
-        held_within(&ours.nagle_holds, from, to) + held_within(&theirs.nagle_holds, from, to)
+        held_within(&ours.nagle_holds, from, to).saturating_add(held_within(
+            &theirs.nagle_holds,
+            from,
+            to,
+        ))
     };
     for (part, from, to) in [
         (&mut p.request_held_ns, sent_all, on_wire),

@@ -645,6 +645,20 @@ fn nice_step(span: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
+/// The ticks of `step` from `from` to `to`: each computed from its index, at most `MAX_TICKS`,
+/// so that a step too small for the magnitude (offsets near 2^62 lose the step in an f64 sum)
+/// cannot loop forever.
+fn ticks(from: f64, to: f64, step: f64) -> impl Iterator<Item = f64> {
+    const MAX_TICKS: usize = 20;
+    let first = (from / step).ceil() * step;
+    let n = if step > 0.0 && first.is_finite() && to >= first {
+        (((to - first) / step).floor() as usize).saturating_add(1)
+    } else {
+        0
+    };
+    (0..n.min(MAX_TICKS)).map(move |k| first + k as f64 * step)
+}
+
 fn axes(h: &mut String, p: &Plot, origin: i64) {
     let _ = write!(
         h,
@@ -656,9 +670,7 @@ fn axes(h: &mut String, p: &Plot, origin: i64) {
     );
     // Time ticks relative to the window's start, in ms.
     let (a, z) = ((p.x0 - origin) as f64 / 1e6, (p.x1 - origin) as f64 / 1e6);
-    let step = nice_step(z - a);
-    let mut v = (a / step).ceil() * step;
-    while v <= z {
+    for v in ticks(a, z, nice_step(z - a)) {
         let x = p.x(origin + (v * 1e6) as i64);
         let _ = write!(
             h,
@@ -668,7 +680,6 @@ fn axes(h: &mut String, p: &Plot, origin: i64) {
             p.bottom + 14.0,
             trim_float(v)
         );
-        v += step;
     }
     let _ = write!(
         h,
@@ -678,8 +689,7 @@ fn axes(h: &mut String, p: &Plot, origin: i64) {
     );
     // Offset ticks: stream byte k is position k + 1.
     let step = nice_step(p.y1 - p.y0).max(1.0).round();
-    let mut v = ((p.y0 - 1.0).max(0.0) / step).ceil() * step;
-    while v + 1.0 <= p.y1 {
+    for v in ticks((p.y0 - 1.0).max(0.0), p.y1 - 1.0, step) {
         let y = p.y(v + 1.0);
         let _ = write!(
             h,
@@ -690,7 +700,6 @@ fn axes(h: &mut String, p: &Plot, origin: i64) {
             y + 3.0,
             v as i64
         );
-        v += step;
     }
     let _ = write!(
         h,
@@ -1132,6 +1141,21 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_are_the_steps_in_range_and_few_even_where_the_step_is_lost_in_the_magnitude() {
+        assert_eq!(
+            ticks(0.3, 2.0, 0.5).collect::<Vec<_>>(),
+            vec![0.5, 1.0, 1.5, 2.0]
+        );
+        assert_eq!(ticks(5.0, 1.0, 1.0).count(), 0);
+        // Offsets near 2^62: adding the step changes nothing in f64, which looped forever.
+        let big = (1u64 << 62) as f64;
+        assert!(big + 2.0 == big);
+        assert_eq!(ticks(big, big + 1e6, 2.0).count(), 20);
+        assert_eq!(ticks(0.0, f64::INFINITY, 1.0).count(), 20);
+        assert_eq!(ticks(0.0, 1.0, 0.0).count(), 0);
+    }
 
     #[test]
     fn escaping_covers_text_and_attributes() {
