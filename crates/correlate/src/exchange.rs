@@ -102,8 +102,19 @@ struct Open {
     response: Option<(u64, u64, usize)>,
 }
 
+/// What one stream of a connection the program made holds while its calls are walked.
+#[derive(Debug)]
+struct Stream {
+    /// Its open call (its peer address tells the flow's direction).
+    open_call: usize,
+    /// The exchange under way.
+    under_way: Option<Open>,
+    /// Where the last lookups landed in the byte timelines: [ours, the peer's].
+    hints: [usize; 2],
+}
+
 /// The exchanges of every connection the program made (not accepted ones: a server's view is
-/// the reads' `idle`), in the order they ended.
+/// the reads' `idle`): each connection's in order; connections interleaved as their calls are.
 pub fn exchanges(
     analysis: &Analysis,
     calls: &[SocketCall],
@@ -115,9 +126,7 @@ pub fn exchanges(
     for (i, r) in b.reads.iter().enumerate() {
         read_of[r.call] = i as u32;
     }
-    // Per stream of a connection the program made: its open call, and the exchange under way.
-    let mut open: std::collections::HashMap<(u32, u64), (usize, Option<Open>)> =
-        std::collections::HashMap::new();
+    let mut open: std::collections::HashMap<(u32, u64), Stream> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for (idx, c) in calls.iter().enumerate() {
         if !c.tcp {
@@ -126,11 +135,21 @@ pub fn exchanges(
         if c.kind == CallKind::Open {
             // Accepted connections are served, not asked: no exchanges.
             if !c.api.starts_with("accept") {
-                open.insert((c.pid, c.stream), (idx, None));
+                let stream = Stream {
+                    open_call: idx,
+                    under_way: None,
+                    hints: [0; 2],
+                };
+                open.insert((c.pid, c.stream), stream);
             }
             continue;
         }
-        let Some((open_call, slot)) = open.get_mut(&(c.pid, c.stream)) else {
+        let Some(Stream {
+            open_call,
+            under_way: slot,
+            hints,
+        }) = open.get_mut(&(c.pid, c.stream))
+        else {
             continue;
         };
         if c.bytes <= 0 || c.peek {
@@ -148,7 +167,15 @@ pub fn exchanges(
                     }
                     Some(o) => {
                         let done = *o;
-                        out.extend(finish(analysis, calls, b, &read_of, done, threshold_ns));
+                        out.extend(finish(
+                            analysis,
+                            calls,
+                            b,
+                            &read_of,
+                            done,
+                            hints,
+                            threshold_ns,
+                        ));
                     }
                     None => {}
                 }
@@ -171,24 +198,33 @@ pub fn exchanges(
             _ => {}
         }
     }
-    for o in open.into_values().filter_map(|(_, o)| o) {
-        out.extend(finish(analysis, calls, b, &read_of, o, threshold_ns));
+    for mut s in open.into_values() {
+        if let Some(o) = s.under_way {
+            out.extend(finish(
+                analysis,
+                calls,
+                b,
+                &read_of,
+                o,
+                &mut s.hints,
+                threshold_ns,
+            ));
+        }
     }
-    out.sort_by_key(|e| (e.end_ns, e.first_send));
     out
 }
 
-/// The span of `dir` holding stream byte `offset` (position `offset + 1`).
-fn span(dir: &Direction, offset: u64) -> Option<&Span> {
-    dir.timeline.span_at(offset as i64 + 1)
+/// The span of `dir` holding stream byte `offset` (position `offset + 1`); `hint` is where the
+/// last lookup on this direction landed.
+fn span<'a>(dir: &'a Direction, offset: u64, hint: &mut usize) -> Option<&'a Span> {
+    dir.timeline.span_from(offset as i64 + 1, hint)
 }
 
 /// The latest delivery and latest first transmission over stream bytes `[from, to)`, and
 /// whether any of them was retransmitted; `None` unless every byte was captured.
-fn range_times(dir: &Direction, from: u64, to: u64) -> Option<(i64, i64, bool)> {
+fn range_times(dir: &Direction, from: u64, to: u64, hint: &mut usize) -> Option<(i64, i64, bool)> {
     let (start, end) = (from as i64 + 1, to as i64 + 1);
-    let mut hint = 0;
-    let first = dir.timeline.index_from(start, &mut hint);
+    let first = dir.timeline.index_from(start, hint);
     let (mut delivered, mut sent, mut rexmit, mut covered) = (i64::MIN, i64::MIN, false, 0);
     for s in dir.timeline.spans()[first..]
         .iter()
@@ -223,6 +259,7 @@ fn finish(
     b: &Blame,
     read_of: &[u32],
     o: Open,
+    hints: &mut [usize; 2],
     threshold_ns: i64,
 ) -> Option<Exchange> {
     let (resp_from, resp_to, last_read) = o.response?;
@@ -236,9 +273,10 @@ fn finish(
     if ours.isn.is_none() || theirs.isn.is_none() {
         return None;
     }
-    let req_last = span(ours, o.request.1.checked_sub(1)?)?;
-    let resp_first = span(theirs, resp_from)?;
-    let (resp_delivered, resp_sent, resp_rexmit) = range_times(theirs, resp_from, resp_to)?;
+    let req_last = span(ours, o.request.1.checked_sub(1)?, &mut hints[0])?;
+    let resp_first = span(theirs, resp_from, &mut hints[1])?;
+    let (resp_delivered, resp_sent, resp_rexmit) =
+        range_times(theirs, resp_from, resp_to, &mut hints[1])?;
     let last = &calls[last_read];
     // The checkpoints, clamped into one increasing chain from the first send's call to the last
     // read's return.

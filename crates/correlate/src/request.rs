@@ -67,7 +67,7 @@ pub fn name_request(head: &[u8]) -> Option<RequestName> {
             text,
         })
     };
-    if HTTP_METHODS.iter().any(|m| head.starts_with(m)) {
+    if HTTP_METHODS.iter().any(|m| head.starts_with(m)) && is_http_request_line(head) {
         return named(AppProtocol::Http, http_request_line(head));
     }
     if head.starts_with(HTTP2_PREFACE) {
@@ -87,6 +87,19 @@ pub fn name_request(head: &[u8]) -> Option<RequestName> {
         protocol: None,
         text,
     })
+}
+
+/// An HTTP/1 request line ends in ` HTTP/1.x` (a line protocol's `GET key` does not); a line the
+/// head cut before its end (a long target) is taken as one.
+fn is_http_request_line(head: &[u8]) -> bool {
+    match head.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let line = head[..end].strip_suffix(b"\r").unwrap_or(&head[..end]);
+            line.len() >= 9
+                && line[line.len() - 9..line.len() - 1].eq_ignore_ascii_case(b" HTTP/1.")
+        }
+        None => head.len() >= HEAD_BYTES,
+    }
 }
 
 /// `GET /slow HTTP/1.1\r\n...` -> `GET /slow` (method and target; the version left out).
@@ -219,11 +232,15 @@ mod tests {
             name(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"),
             (Some("http"), "GET /slow".into())
         );
-        // Cut by the snaplen inside the target.
-        assert_eq!(
-            name(b"POST /api/v1/orders?id=12"),
-            (Some("http"), "POST /api/v1/orders?id=12".into())
-        );
+        // Cut by the head inside the target.
+        let long = format!("POST /api/v1/orders?id={}", "9".repeat(60));
+        let (protocol, text) = name(&long.as_bytes()[..HEAD_BYTES]);
+        assert_eq!(protocol, Some("http"));
+        assert!(text.starts_with("POST /api/v1/orders?id=999"), "{text}");
+        // A line protocol's GET is no HTTP request.
+        assert_eq!(name(b"GET key\n"), (None, "GET key".into()));
+        // Nor is a short write whose line was not finished.
+        assert_eq!(name(b"GET /x"), (None, "GET /x".into()));
     }
 
     #[test]

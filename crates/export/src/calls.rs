@@ -207,6 +207,13 @@ pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, 
 /// made, timed from the capture.
 pub fn exchanges_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
     let e = &blame.exchanges;
+    // One string per connection, not per row: a run has far fewer connections than requests.
+    let mut peers: std::collections::HashMap<usize, Option<String>> = Default::default();
+    for x in e {
+        peers
+            .entry(x.open_call)
+            .or_insert_with(|| calls[x.open_call].peer().map(|a| a.to_string()));
+    }
     let first = |x: &netblame_correlate::Exchange| &calls[x.first_send];
     let tag = |x| split_test(first(x).test.as_deref());
     let columns = vec![
@@ -218,9 +225,8 @@ pub fn exchanges_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame,
         col!("phase", Option<&str>, e.iter().map(|x| tag(x).1)),
         col!(
             "peer",
-            Option<String>,
-            e.iter()
-                .map(|x| calls[x.open_call].peer().map(|a| a.to_string()))
+            Option<&str>,
+            e.iter().map(|x| peers[&x.open_call].as_deref())
         ),
         col!(
             "protocol",

@@ -381,13 +381,12 @@ fn requests_table(h: &mut String, calls: &[SocketCall], b: &Blame) {
     if b.exchanges.is_empty() {
         return;
     }
-    let mut rows: Vec<_> = b.exchanges.iter().collect();
-    rows.sort_by_key(|e| std::cmp::Reverse(e.end_ns - e.start_ns));
+    let rows = crate::slowest_exchanges(b, MAX_REQUEST_ROWS);
     h.push_str(
         r#"<section id="requests"><h2>Slowest requests <small>(from the request's first send to the read of the answer's last byte, timed from the capture)</small></h2>
 <table class="sortable"><thead><tr><th>#</th><th>total</th><th>verdict</th><th>request</th><th>protocol</th><th>held</th><th>loss</th><th>peer</th><th>transfer</th><th>stall</th><th>program</th><th>wakeup</th><th>flow</th><th>pid</th><th>fd</th><th>request bytes</th><th>answer bytes</th><th>test</th></tr></thead><tbody>"#,
     );
-    for (rank, e) in rows.iter().take(MAX_REQUEST_ROWS).enumerate() {
+    for (rank, e) in rows.iter().enumerate() {
         let c = &calls[e.first_send];
         let p = &e.parts;
         let _ = write!(

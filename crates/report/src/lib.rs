@@ -477,14 +477,13 @@ fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io
     if b.exchanges.is_empty() {
         return Ok(());
     }
-    let mut slow: Vec<_> = b.exchanges.iter().collect();
-    slow.sort_by_key(|e| std::cmp::Reverse(e.end_ns - e.start_ns));
+    let slow = slowest_exchanges(b, MAX_LISTED);
     writeln!(
         out,
         "\nslowest requests (from the request's first send to the read of the answer's last byte, \
          timed from the capture):"
     )?;
-    for e in slow.iter().take(MAX_LISTED) {
+    for e in &slow {
         let c = &calls[e.first_send];
         let peer = calls[e.open_call]
             .peer()
@@ -526,14 +525,26 @@ fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io
             duration(p.wakeup_ns),
         )?;
     }
-    if slow.len() > MAX_LISTED {
+    if b.exchanges.len() > slow.len() {
         writeln!(
             out,
             "  ... and {} more (tables/exchanges.csv)",
-            slow.len() - MAX_LISTED
+            b.exchanges.len() - slow.len()
         )?;
     }
     Ok(())
+}
+
+/// The `n` exchanges that took longest, longest first (a selection, not a sort of them all).
+pub fn slowest_exchanges(b: &Blame, n: usize) -> Vec<&netblame_correlate::Exchange> {
+    let mut all: Vec<_> = b.exchanges.iter().collect();
+    let total = |e: &&netblame_correlate::Exchange| std::cmp::Reverse(e.end_ns - e.start_ns);
+    if all.len() > n {
+        all.select_nth_unstable_by_key(n, total);
+        all.truncate(n);
+    }
+    all.sort_by_key(total);
+    all
 }
 
 /// Connects whose verdict is not `ok` (slow, refused, not captured), slowest first.
