@@ -5,6 +5,7 @@ redis-server, and psycopg 3 (sync and async) running `select pg_sleep(0.2)` agai
 the peer's 200 ms, in its exchange and in its read (psycopg's async wait slices its epoll_wait
 every 100 ms)."""
 
+import contextlib
 import csv
 import os
 import shutil
@@ -52,6 +53,19 @@ def wait_for_port(netns, port, proc, seconds=20):
     pytest.fail(f"nothing listens on {port} after {seconds} s")
 
 
+@contextlib.contextmanager
+def serving(netns, port, argv):
+    """Runs a server (`argv`) in the namespace until the block ends; it must listen on `port`."""
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(netns, port, proc)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def run_client(netns, out, argv, env=None):
     r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--", *argv],
                        capture_output=True, text=True, timeout=120, env=env)
@@ -83,16 +97,9 @@ def redis(netns, tmp_path):
     port = free_port()
     work = tmp_path / "redis"
     work.mkdir()
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, "redis-server", "--port", str(port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(work),
-                             "--enable-debug-command", "yes"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(netns, port, proc)
+    with serving(netns, port, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(work), "--enable-debug-command", "yes"]):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_redis_cli_debug_sleep_is_named_and_the_peers(netns, tmp_path, redis):
@@ -124,15 +131,11 @@ def postgres(netns):
     subprocess.run([*as_nobody, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
                    capture_output=True, env=dict(os.environ, HOME=str(work)))
     port = free_port()
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, *as_nobody, str(postgres_bin), "-D", str(data),
-                             "-p", str(port), "-k", str(data), "-c", "listen_addresses=127.0.0.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for_port(netns, port, proc)
-        yield port
+        with serving(netns, port, [*as_nobody, str(postgres_bin), "-D", str(data), "-p", str(port), "-k",
+                                   str(data), "-c", "listen_addresses=127.0.0.1"]):
+            yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
 
 

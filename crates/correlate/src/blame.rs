@@ -154,6 +154,15 @@ impl Verdict {
         Verdict::Stall,
     ];
 
+    /// The verdict of the largest of `causes` (a time and the verdict it gives) if it reaches
+    /// `threshold_ns`, else `ok`; of equal causes, the later one.
+    pub fn of_largest<const N: usize>(causes: [(i64, Verdict); N], threshold_ns: i64) -> Verdict {
+        match causes.into_iter().max_by_key(|(ns, _)| *ns) {
+            Some((ns, v)) if ns >= threshold_ns => v,
+            _ => Verdict::Ok,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
@@ -294,22 +303,16 @@ impl ReadTiming {
 
     /// The largest cause, if it reaches `threshold_ns`.
     pub fn verdict(&self, threshold_ns: i64) -> Verdict {
-        let causes = [
-            (self.loss_delay_ns, Verdict::Loss),
-            (self.peer_wait_ns, Verdict::PeerSlow),
-            (self.stall_ns, Verdict::Stall),
-            (self.program_ns(), Verdict::AppLate),
-            (self.wakeup_ns, Verdict::WakeupLate),
-        ];
-        let (ns, v) = causes
-            .into_iter()
-            .max_by_key(|(ns, _)| *ns)
-            .expect("five causes");
-        if ns >= threshold_ns {
-            v
-        } else {
-            Verdict::Ok
-        }
+        Verdict::of_largest(
+            [
+                (self.loss_delay_ns, Verdict::Loss),
+                (self.peer_wait_ns, Verdict::PeerSlow),
+                (self.stall_ns, Verdict::Stall),
+                (self.program_ns(), Verdict::AppLate),
+                (self.wakeup_ns, Verdict::WakeupLate),
+            ],
+            threshold_ns,
+        )
     }
 }
 
@@ -510,13 +513,10 @@ impl ConnectTiming {
             (self.program_ns, Verdict::AppLate),
             (self.wakeup_ns, Verdict::WakeupLate),
         ];
-        let (ns, v) = causes.into_iter().max_by_key(|(ns, _)| *ns).expect("four");
         self.verdict = if refused {
             Verdict::Refused
-        } else if ns >= threshold_ns {
-            v
         } else {
-            Verdict::Ok
+            Verdict::of_largest(causes, threshold_ns)
         };
     }
 }

@@ -67,25 +67,19 @@ impl ExchangeParts {
     /// The largest cause, if it reaches `threshold_ns`: the request held and the transfer count
     /// with the peer (the network and the other side, not this program).
     pub fn verdict(&self, threshold_ns: i64) -> Verdict {
-        let causes = [
-            (self.loss_ns, Verdict::Loss),
-            (
-                self.peer_ns + self.transfer_ns + self.request_held_ns,
-                Verdict::PeerSlow,
-            ),
-            (self.stall_ns, Verdict::Stall),
-            (self.program_ns, Verdict::AppLate),
-            (self.wakeup_ns, Verdict::WakeupLate),
-        ];
-        let (ns, v) = causes
-            .into_iter()
-            .max_by_key(|(ns, _)| *ns)
-            .expect("five causes");
-        if ns >= threshold_ns {
-            v
-        } else {
-            Verdict::Ok
-        }
+        Verdict::of_largest(
+            [
+                (self.loss_ns, Verdict::Loss),
+                (
+                    self.peer_ns + self.transfer_ns + self.request_held_ns,
+                    Verdict::PeerSlow,
+                ),
+                (self.stall_ns, Verdict::Stall),
+                (self.program_ns, Verdict::AppLate),
+                (self.wakeup_ns, Verdict::WakeupLate),
+            ],
+            threshold_ns,
+        )
     }
 }
 
