@@ -38,6 +38,12 @@ async def refused_async():
     return 0
 refused += asyncio.run(refused_async())
 
+# No route to it inside the namespace: the connect fails at once, and no packet leaves.
+try:
+    socket.create_connection(("240.0.0.1", 80), timeout=1)
+except OSError:
+    pass
+
 idle = socket.create_server(("127.0.0.1", 0))
 idle.settimeout(0.05)
 try:
@@ -97,5 +103,7 @@ def test_listening_sockets_are_not_connections_and_refused_connects_are_refused(
         assert c["peer"] == flows[c["flow_id"]]["dst_addr"] + ":" + flows[c["flow_id"]]["dst_port"], (c, flows)
     ok = [c for c in connects if c["verdict"] == "ok"]
     assert len(ok) == 3, connects
-    assert len({c["flow_id"] for c in connects}) == 6
+    assert len({c["flow_id"] for c in connects if c["flow_id"]}) == 6
+    unreachable = [c for c in connects if c["peer"] == "240.0.0.1:80"]
+    assert len(unreachable) == 1 and not unreachable[0]["flow_id"], connects
     assert "refused" in report and "RST: nothing listening" in report, report

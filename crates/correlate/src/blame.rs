@@ -724,8 +724,10 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             flow_joined[flow] = true;
         }
         // A TCP socket without a peer is a listening one (an older interposer recorded those on
-        // first use) or one never connected: not a connection the capture could be missing.
-        let connection = !c.tcp || c.peer().is_some_and(|p| p.port() != 0);
+        // first use) or one never connected, and a connect that failed with nothing captured
+        // (no route: no SYN ever left) made none: not connections the capture could be missing.
+        let failed_connect = c.api == "connect" && c.errno != 0 && c.errno != EINPROGRESS;
+        let connection = (!c.tcp || c.peer().is_some_and(|p| p.port() != 0)) && !failed_connect;
         if entry.is_none() && connection {
             out.unmatched_streams
                 .push((c.pid, c.stream, c.local(), c.peer()));

@@ -826,6 +826,17 @@ mod join {
     }
 
     #[test]
+    fn a_connect_that_failed_with_nothing_captured_is_no_missing_connection() {
+        // ENETUNREACH: no route, so no SYN left; the capture holds another connection.
+        let mut c = open_a(true, "0.0.0.0:0", "240.0.0.1:80");
+        c.api = "connect";
+        c.errno = 101;
+        let b = blame(&refused_trace(), &[c], MS);
+        assert!(b.unmatched_streams.is_empty(), "{:?}", b.unmatched_streams);
+        assert_eq!(b.connects[0].verdict, Verdict::NotCaptured);
+    }
+
+    #[test]
     fn a_rst_after_the_handshake_is_not_a_refusal() {
         let mut t = Trace::new();
         t.handshake().pkt(false, 5001, 1001, F::RST | F::ACK, 0);
