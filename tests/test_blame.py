@@ -48,7 +48,9 @@ def test_peer_slow_app_late_and_ok(netns, tmp_path):
     assert 198 * MS <= answered <= 220 * MS, first
     assert abs(int(first["peer_wait_ns"]) - answered) <= 2 * MS, first
     assert second["verdict"] == "app-late"
-    assert abs(int(second["buffer_wait_ns"]) - 150 * MS) <= 2 * MS, second
+    # The client's 150 ms sleep before reading, which a loaded machine can only make longer
+    # (CI saw 161 ms once).
+    assert 148 * MS <= int(second["buffer_wait_ns"]) <= 200 * MS, second
     assert [x["verdict"] for x in rest] == ["ok"] * 5
     assert "peer-slow" in report and "app-late" in report
     assert (out / "report.txt").read_text().startswith("netblame: ")
@@ -75,7 +77,9 @@ def test_udp_datagrams_peer_slow_app_late_and_ok(netns, tmp_path):
     assert first["verdict"] == "peer-slow"
     assert 198 * MS <= int(first["peer_wait_ns"]) <= 220 * MS, first
     assert second["verdict"] == "app-late"
-    assert abs(int(second["buffer_wait_ns"]) - 150 * MS) <= 2 * MS, second
+    # The client's 150 ms sleep before reading, which a loaded machine can only make longer
+    # (CI saw 161 ms once).
+    assert 148 * MS <= int(second["buffer_wait_ns"]) <= 200 * MS, second
     assert [x["verdict"] for x in rest] == ["ok"] * 5
     with open(out / "tables" / "sends.csv") as f:
         sends = [s for s in csv.DictReader(f) if s["proto"] == "udp"]

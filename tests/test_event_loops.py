@@ -220,7 +220,8 @@ def test_a_program_told_the_answer_is_there_but_busy_is_app_late_by_dispatch(net
     r = first_answer(client_reads)
     assert r["verdict"] == "app-late", r
     assert r["wait_api"] == "epoll_wait", r
-    assert abs(int(r["dispatch_ns"]) - 150 * MS) <= 2 * MS, r
+    # The program's 150 ms of other work, which a loaded machine can only make longer.
+    assert 148 * MS <= int(r["dispatch_ns"]) <= 200 * MS, r
     assert "dispatch" in report
 
 
