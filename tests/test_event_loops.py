@@ -182,20 +182,23 @@ def assert_peer_slow(reads, api):
     assert peer <= answered + 2 * MS, (peer, answered, r)
     assert THINK_MS * MS - 2 * MS - in_send_after_wire <= peer <= THINK_MS * MS + 20 * MS, (in_send_after_wire, r)
     assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < 5 * MS, r
-    assert_exchange_peer_slow(row, answered)
+    assert_exchange_peer_slow(row, answered, in_send_after_wire)
 
 
 PARTS = ("request_held_ns", "loss_ns", "peer_ns", "transfer_ns", "stall_ns", "program_ns", "wakeup_ns")
 
 
-def assert_exchange_peer_slow(row, answered):
+def assert_exchange_peer_slow(row, answered, in_send_after_wire):
     """The slow request as an exchange, timed from the wire: peer-slow, its peer time the server's
-    time on the wire, its parts adding up to its total, however the reads were split."""
+    time on the wire, its parts adding up to its total, however the reads were split. The chain
+    starts the peer's part no earlier than the send's return, so time a preempted send went on
+    after its bytes were on the wire is the program's, not the peer's (CI saw 1.3 ms once)."""
     for e in row["exchanges"]:
         assert sum(int(e[k]) for k in PARTS) == int(e["total_ns"]), e
     slowest = max(row["exchanges"], key=lambda e: int(e["total_ns"]))
     assert slowest["verdict"] == "peer-slow", slowest
-    assert abs(int(slowest["peer_ns"]) - answered) <= MS, (slowest, answered)
+    peer = int(slowest["peer_ns"])
+    assert answered - in_send_after_wire - MS <= peer <= answered + MS, (slowest, answered, in_send_after_wire)
     assert int(slowest["peer_ns"]) >= THINK_MS * MS - 2 * MS, slowest
     assert (slowest["protocol"], slowest["request"]) == ("http", "GET /slow"), slowest
 
