@@ -8,14 +8,14 @@ use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use netblame_capture::CaptureReader;
 use netblame_correlate::{blame, Analysis, AnalyzerConfig, Blame, SocketCall};
-use netblame_export::TableFormat;
+use netblame_export::{TableFormat, TableOutput};
 use netblame_instrument::{LogContents, LogError};
 use netblame_report::{pass, perfetto::TraceWriter, socket_calls};
 
 use crate::{AnalyzeArgs, UsageError};
 
 /// The capture file and events directory of a run directory.
-fn run_inputs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn run_inputs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let capture = ["capture.pcap", "capture.pcapng"]
         .iter()
         .map(|n| dir.join(n))
@@ -39,6 +39,15 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             )))
         }
     };
+    // A dataset's run id: the run directory's name (with --pcap, the capture's folder's).
+    let run_id = match &args.dataset {
+        Some(_) => {
+            Some(run_id(args.run_dir.as_deref().unwrap_or_else(|| {
+                capture.parent().unwrap_or(Path::new("."))
+            }))?)
+        }
+        None => None,
+    };
     analyze(
         &Job {
             capture: &capture,
@@ -47,6 +56,11 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             threshold_ms: args.threshold_ms,
             csv: args.csv.as_deref(),
             parquet: args.parquet.as_deref(),
+            dataset: args
+                .dataset
+                .as_deref()
+                .zip(run_id.as_deref())
+                .map(|(dir, run_id)| Dataset { dir, run_id }),
             renders: Renders {
                 html: args.html.as_deref(),
                 perfetto: args.perfetto.as_deref(),
@@ -91,7 +105,87 @@ pub struct Job<'a> {
     pub threshold_ms: f64,
     pub csv: Option<&'a Path>,
     pub parquet: Option<&'a Path>,
+    /// A dataset folder: the tables also go to `DIR/run=RUN_ID/` as Parquet, with a `host`
+    /// column (`RUN_ID`: the run directory's name).
+    pub dataset: Option<Dataset<'a>>,
     pub renders: Renders<'a>,
+}
+
+/// Where a run's tables join a dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct Dataset<'a> {
+    pub dir: &'a Path,
+    pub run_id: &'a str,
+}
+
+/// The run id a run directory gives a dataset: its name, which must be a plain folder name (a
+/// hive partition `run=ID` cannot hold `/`, nor start a hidden or relative name).
+pub fn run_id(run_dir: &Path) -> Result<String> {
+    let name = std::fs::canonicalize(run_dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '=']) {
+        return Err(anyhow!(UsageError(format!(
+            "{}: a run directory whose name can be a dataset run id (no '=', not hidden) is \
+             needed for --dataset",
+            run_dir.display()
+        ))));
+    }
+    Ok(name)
+}
+
+/// A run's inputs read: the capture analysed, the calls and test phases as the model takes
+/// them, and what the report must say about them.
+pub struct Loaded {
+    pub analysis: Analysis,
+    pub calls: Vec<SocketCall>,
+    pub phases: Vec<netblame_correlate::TestPhase>,
+    /// Whether the pytest plugin's log was there (a run made without it has none).
+    pub has_phases: bool,
+    pub rejected_events: u64,
+    pub rejected_phases: u64,
+    pub lost: Vec<netblame_instrument::LostCalls>,
+}
+
+/// Reads a run: the capture and the events (on a thread of their own when there is a core for
+/// it), and the pytest plugin's records; warns on stderr of damage and losses.
+pub fn load(job: &Job, config: AnalyzerConfig) -> Result<Loaded> {
+    let (capture, events) = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        std::thread::scope(|scope| {
+            let events = scope.spawn(|| read_calls(job));
+            let capture = crate::flows::analyze_capture(job.capture, config);
+            let events = events
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (capture, events)
+        })
+    } else {
+        (
+            crate::flows::analyze_capture(job.capture, config),
+            read_calls(job),
+        )
+    };
+    let (analysis, _) = capture?;
+    let (contents, netblame_report::Calls { calls, rejected }) = events?;
+    if let Some(damage) = &contents.damage {
+        eprintln!("netblame: warning: {damage}; analysing the complete events before it");
+    }
+    for lost in &contents.lost {
+        eprintln!("netblame: warning: {lost}");
+    }
+    let log = netblame_instrument::read_test_phases(job.events)?;
+    let has_phases = log.found;
+    let (phases, rejected_phases) = netblame_report::test_phases(log);
+    Ok(Loaded {
+        analysis,
+        calls,
+        phases,
+        has_phases,
+        rejected_events: rejected,
+        rejected_phases,
+        lost: contents.lost,
+    })
 }
 
 /// Progress on stderr: drawn only when stderr is a terminal (indicatif hides it otherwise).
@@ -125,56 +219,60 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         keep_packets: tables,
         keep_request_heads: true,
     };
-    // The events are read (and turned into calls) while the capture is: on a thread of their
-    // own when there is a core for it, else one after the other.
-    let (capture, events) = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        std::thread::scope(|scope| {
-            let events = scope.spawn(|| read_calls(job));
-            let capture = crate::flows::analyze_capture(job.capture, config);
-            let events = events
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (capture, events)
-        })
-    } else {
-        (
-            crate::flows::analyze_capture(job.capture, config),
-            read_calls(job),
-        )
-    };
-    let (analysis, _) = capture?;
-    let (contents, netblame_report::Calls { calls, rejected }) = events?;
-    if let Some(damage) = &contents.damage {
-        eprintln!("netblame: warning: {damage}; analysing the complete events before it");
-    }
-    for lost in &contents.lost {
-        eprintln!("netblame: warning: {lost}");
-    }
-    let lost = contents.lost;
+    let Loaded {
+        analysis,
+        calls,
+        phases,
+        rejected_events,
+        rejected_phases,
+        lost,
+        ..
+    } = load(job, config)?;
     let threshold_ns = (job.threshold_ms * 1e6) as i64;
     let joining = step("joining reads to packets");
     let result = blame(&analysis, &calls, threshold_ns);
     joining.finish_and_clear();
-    let outputs: Vec<(&Path, TableFormat)> = [
-        (job.csv, TableFormat::Csv),
-        (job.parquet, TableFormat::Parquet),
+    let host = match job.dataset {
+        Some(_) => Some(hostname()?),
+        None => None,
+    };
+    let partition = job.dataset.map(|d| d.dir.join(format!("run={}", d.run_id)));
+    let outputs: Vec<TableOutput> = [
+        (job.csv, TableFormat::Csv, None),
+        (job.parquet, TableFormat::Parquet, None),
+        (partition.as_deref(), TableFormat::Parquet, host.as_deref()),
     ]
     .into_iter()
-    .filter_map(|(dir, format)| Some((dir?, format)))
+    .filter_map(|(dir, format, host)| {
+        Some(TableOutput {
+            dir: dir?,
+            format,
+            host,
+        })
+    })
     .collect();
     if !outputs.is_empty() {
         let writing = step("writing the tables");
-        write_tables(&outputs, &analysis, &calls, &result)?;
+        write_tables(&outputs, &analysis, &calls, &result, &phases)?;
         writing.finish_and_clear();
     }
     let caveats = netblame_report::Caveats {
         lost: &lost,
-        rejected_events: rejected,
+        rejected_events,
+        rejected_phases,
     };
     // The text first: a picture that cannot be written (a full disk) loses nothing else.
-    netblame_report::write_text(out, &analysis, &calls, &result, job.threshold_ms, &caveats)?;
+    netblame_report::write_text(
+        out,
+        &analysis,
+        &calls,
+        &result,
+        job.threshold_ms,
+        &phases,
+        &caveats,
+    )?;
     if job.renders.any() {
-        render(job, &analysis, &calls, &result, &caveats)?;
+        render(job, &analysis, &calls, &result, &phases, &caveats)?;
     }
     Ok(())
 }
@@ -217,6 +315,13 @@ fn refuse_to_overwrite_inputs(job: &Job) -> Result<()> {
     Ok(())
 }
 
+/// This machine's name, for a dataset's `host` column.
+fn hostname() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name (/proc/sys/kernel/hostname)")?;
+    Ok(name.trim().to_string())
+}
+
 /// Creates an output file, naming it in the error.
 fn create(path: &Path) -> Result<io::BufWriter<std::fs::File>> {
     let file =
@@ -232,12 +337,13 @@ fn render(
     analysis: &Analysis,
     calls: &[SocketCall],
     result: &Blame,
+    phases: &[netblame_correlate::TestPhase],
     caveats: &netblame_report::Caveats,
 ) -> Result<()> {
     let r = &job.renders;
     let trace = match r.perfetto {
         Some(p) => Some(
-            TraceWriter::new(create(p)?, analysis, calls, result)
+            TraceWriter::new(create(p)?, analysis, calls, result, phases)
                 .with_context(|| format!("writing {}", p.display()))?,
         ),
         None => None,
@@ -275,6 +381,7 @@ fn render(
                 title: &title,
                 threshold_ms: job.threshold_ms,
                 caveats,
+                phases,
             },
         )
         .and_then(|()| out.flush())
@@ -287,10 +394,11 @@ fn render(
 /// written in every format before the next is built (`packets` in batches), so that peak memory
 /// is about one table's.
 fn write_tables(
-    outputs: &[(&Path, TableFormat)],
+    outputs: &[TableOutput],
     analysis: &netblame_correlate::Analysis,
     calls: &[SocketCall],
     result: &Blame,
+    phases: &[netblame_correlate::TestPhase],
 ) -> Result<()> {
     use netblame_export as x;
     type Build<'a> = Box<dyn Fn() -> Result<x::DataFrame, x::ExportError> + 'a>;
@@ -302,19 +410,30 @@ fn write_tables(
         ("sends", Box::new(|| x::sends_frame(calls, result))),
         ("connects", Box::new(|| x::connects_frame(calls, result))),
         ("exchanges", Box::new(|| x::exchanges_frame(calls, result))),
-        ("tests", Box::new(|| x::tests_frame(calls, result))),
+        (
+            "tests",
+            Box::new(|| {
+                let sums = netblame_correlate::summary::summarize(calls, result);
+                x::tests_frame(&netblame_correlate::test_rows(
+                    calls,
+                    result,
+                    &sums.by_test,
+                    phases,
+                ))
+            }),
+        ),
     ];
     let context = || {
         let dirs: Vec<String> = outputs
             .iter()
-            .map(|(d, _)| d.display().to_string())
+            .map(|o| o.dir.display().to_string())
             .collect();
         format!("writing tables into {}", dirs.join(" and "))
     };
     for (name, build) in tables {
         let mut frame = build()?;
-        for (dir, format) in outputs {
-            x::write_table(dir, name, &mut frame, *format).with_context(context)?;
+        for out in outputs {
+            x::write_table(out, name, &mut frame).with_context(context)?;
         }
     }
     x::write_capture_tables(analysis, outputs).with_context(context)

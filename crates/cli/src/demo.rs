@@ -255,6 +255,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             threshold_ms: 1.0,
             csv: Some(&tables),
             parquet: Some(&tables),
+            dataset: None,
             renders: crate::analyze::Renders {
                 html: Some(&out.join(crate::analyze::RUN_HTML)),
                 perfetto: Some(&out.join(crate::analyze::RUN_PERFETTO)),
@@ -306,6 +307,7 @@ fn shipped(args: &DemoArgs) -> Result<()> {
             threshold_ms: 1.0,
             csv: None,
             parquet: None,
+            dataset: None,
             renders: crate::analyze::Renders {
                 html: Some(&dir.join(crate::analyze::RUN_HTML)),
                 perfetto: Some(&dir.join(crate::analyze::RUN_PERFETTO)),

@@ -174,8 +174,15 @@ pub fn run(args: &FlowsArgs) -> Result<()> {
 }
 
 fn write_tables(dir: &Path, analysis: &Analysis, format: TableFormat) -> Result<()> {
-    netblame_export::write_capture_tables(analysis, &[(dir, format)])
-        .with_context(|| format!("writing tables into {}", dir.display()))
+    netblame_export::write_capture_tables(
+        analysis,
+        &[netblame_export::TableOutput {
+            dir,
+            format,
+            host: None,
+        }],
+    )
+    .with_context(|| format!("writing tables into {}", dir.display()))
 }
 
 fn record_json(record: &netblame_export::Record) -> Value {

@@ -1,7 +1,8 @@
 //! `netblame`: was a slow socket call the network's fault or the program's?
 //!
 //! A thin binary over the library crates: argument parsing, terminal output and exit codes
-//! (0 success, 1 the input could not be analysed, 2 usage errors).
+//! (0 success, 1 the input could not be analysed, 2 usage errors; `diff`: 1 only for a test
+//! slower than `--fail-slower`, 2 for any error).
 
 #![deny(unsafe_code)]
 
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod capture;
 mod demo;
+mod diff;
 mod events;
 mod flows;
 mod run;
@@ -44,6 +46,32 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// See netblame at work: a built-in client and server with a slow peer and a late reader.
     Demo(DemoArgs),
+    /// Compare two runs test by test: which tests got slower or faster, and why.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    /// A table, for a CI job summary ($GITHUB_STEP_SUMMARY).
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The earlier run directory.
+    pub run_a: PathBuf,
+    /// The later run directory.
+    pub run_b: PathBuf,
+    /// List a test as slower or faster only when it changed by more than this (ms).
+    #[arg(long, default_value_t = 10.0, value_name = "MS")]
+    pub min_change: f64,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// Exit 1 when any test got slower by more than MS (else 0; 2 on usage errors).
+    #[arg(long, value_name = "MS")]
+    pub fail_slower: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +101,10 @@ pub struct AnalyzeArgs {
     /// Write the reads, flows and packets tables as Parquet into this directory.
     #[arg(long, value_name = "DIR")]
     pub parquet: Option<PathBuf>,
+    /// Also write the tables as Parquet into DIR/run=RUN_ID/ (RUN_ID: the run directory's
+    /// name), with a `host` column: many runs read as one dataset (DuckDB, polars, Spark).
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
     /// Write the report as one HTML page (graphs of the slowest reads; opens from disk).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -158,6 +190,13 @@ pub struct RunArgs {
     /// Capture file format.
     #[arg(long, value_enum, default_value = "pcap")]
     pub format: FileFormat,
+    /// Also write the run's tables into a dataset folder, as DIR/run=RUN_ID/<table>.parquet
+    /// with a `host` column (RUN_ID: the run directory's name).
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+    /// Do not load netblame's pytest plugin (test phases and outcomes) into pytest.
+    #[arg(long)]
+    pub no_pytest_plugin: bool,
     /// How long to keep capturing after the command exits, for its last packets (ms).
     #[arg(long, default_value_t = 200, hide = true)]
     pub grace_ms: u64,
@@ -205,6 +244,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Analyze(args) => analyze::run(&args).map(|()| 0),
         Command::Demo(args) => demo::run(&args).map(|()| 0),
+        Command::Diff(args) => diff::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -147,6 +147,18 @@ fn clock_now() -> serde_json::Value {
     })
 }
 
+/// `existing` with `item` after it (`sep` between), or `item` alone.
+fn appended(existing: Option<OsString>, item: &std::ffi::OsStr, sep: &str) -> OsString {
+    match existing {
+        Some(mut v) if !v.is_empty() => {
+            v.push(sep);
+            v.push(item);
+            v
+        }
+        _ => item.to_os_string(),
+    }
+}
+
 fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(c), _) => c as u8,
@@ -170,18 +182,36 @@ pub fn run(args: &RunArgs) -> Result<u8> {
             .context("installing signal handlers")?;
     crate::capture::preflight(&args.capture)?;
     make_run_dir(&out, &owners, RunDirUse::LoadsCode)?;
+    let run_id = match &args.dataset {
+        Some(_) => match crate::analyze::run_id(&out) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                std::fs::remove_dir(&out).ok();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let capture_path = out.join(match args.format {
         crate::FileFormat::Pcap => "capture.pcap",
         crate::FileFormat::Pcapng => "capture.pcapng",
     });
     let events_dir = out.join("events");
-    let started = (|| -> Result<(Session, PathBuf)> {
+    let started = (|| -> Result<(Session, PathBuf, Option<PathBuf>)> {
         let session = Session::start(&args.capture, &capture_path, args.format)?;
         std::fs::create_dir(&events_dir)?;
         std::fs::set_permissions(&events_dir, std::fs::Permissions::from_mode(0o700))?;
-        Ok((session, interposer(&out, &owners)?))
+        let plugin = if args.no_pytest_plugin {
+            None
+        } else {
+            Some(
+                crate::trust::install_pytest_plugin(&out, &owners)
+                    .context("installing the pytest plugin in the run directory")?,
+            )
+        };
+        Ok((session, interposer(&out, &owners)?, plugin))
     })();
-    let (session, preload) = match started {
+    let (session, preload, plugin) = match started {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-written: the run directory goes with the failure.
@@ -211,6 +241,23 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     cmd.args(rest)
         .env("LD_PRELOAD", ld_preload)
         .env("NETBLAME_EVENTS_DIR", &events_dir);
+    // The pytest plugin: its folder at the end of PYTHONPATH (the command's own paths first)
+    // and its module added to PYTEST_PLUGINS. A program that is not pytest ignores both.
+    if let Some(plugin) = &plugin {
+        let folder = plugin.parent().unwrap_or(Path::new("."));
+        cmd.env(
+            "PYTHONPATH",
+            appended(std::env::var_os("PYTHONPATH"), folder.as_os_str(), ":"),
+        )
+        .env(
+            "PYTEST_PLUGINS",
+            appended(
+                std::env::var_os("PYTEST_PLUGINS"),
+                crate::trust::PYTEST_PLUGIN_MODULE.as_ref(),
+                ",",
+            ),
+        );
+    }
     if let Some(u) = &invoker {
         cmd.uid(u.uid).gid(u.gid);
         if let Some(home) = &u.home {
@@ -223,6 +270,9 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     // Checked again as late as possible: the bytes that load are the bytes we carry.
     if std::env::var_os("NETBLAME_PRELOAD").is_none() {
         crate::trust::verify_interposer(&preload, &owners)?;
+    }
+    if let Some(plugin) = &plugin {
+        crate::trust::verify_pytest_plugin(plugin, &owners)?;
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -254,6 +304,12 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     if std::env::var_os("NETBLAME_PRELOAD").is_none() {
         // The command is done with it; the run directory keeps what it recorded, not the code.
         std::fs::remove_file(&preload).ok();
+    }
+    if let Some(plugin) = &plugin {
+        std::fs::remove_file(plugin).ok();
+        if let Some(folder) = plugin.parent() {
+            std::fs::remove_dir(folder).ok();
+        }
     }
     let end = clock_now();
     // Let the last packets (FINs, ACKs) reach the capture before stopping it.
@@ -287,6 +343,7 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         "events": events.len(),
         "processes": processes.len(),
         "run_as_uid": invoker.as_ref().map(|u| u.uid),
+        "pytest_plugin": plugin.is_some(),
     });
     let manifest_path = out.join("manifest.json");
     let mut f = std::fs::OpenOptions::new();
@@ -306,6 +363,7 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         events.len(),
         processes.len(),
         args,
+        run_id.as_deref(),
     )?;
     Ok(code)
 }
@@ -317,6 +375,7 @@ fn report(
     events: usize,
     processes: usize,
     args: &RunArgs,
+    run_id: Option<&str>,
 ) -> Result<()> {
     let mut err = std::io::stderr().lock();
     writeln!(err, "\nnetblame: run directory {}", out.display())?;
@@ -352,6 +411,11 @@ fn report(
         threshold_ms: 1.0,
         csv: Some(&tables),
         parquet: Some(&tables),
+        dataset: args
+            .dataset
+            .as_deref()
+            .zip(run_id)
+            .map(|(dir, run_id)| crate::analyze::Dataset { dir, run_id }),
         renders: crate::analyze::Renders {
             html: Some(&out.join(crate::analyze::RUN_HTML)),
             perfetto: Some(&out.join(crate::analyze::RUN_PERFETTO)),

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The interposer, built by build.rs and embedded so an installed netblame needs nothing else.
@@ -80,7 +80,7 @@ impl fmt::Display for TrustError {
             ),
             TrustError::Unloadable { path } => write!(
                 f,
-                "{}: LD_PRELOAD cannot name a path with a space or a colon; choose another --out",
+                "{}: LD_PRELOAD (and PYTHONPATH) cannot name a path with a space or a colon; choose another --out",
                 path.display()
             ),
         }
@@ -187,43 +187,82 @@ fn loadable(path: &Path) -> Result<(), TrustError> {
     Ok(())
 }
 
+/// Writes `bytes` as a new read-only file `path` (never an existing file or link), then
+/// checks it as `verify` would.
+fn install(path: &Path, bytes: &[u8], owners: &Owners) -> Result<(), TrustError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true) // O_CREAT | O_EXCL: never an existing file or link
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .mode(0o444)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(bytes).map_err(io_err(path))?;
+    drop(file);
+    verify(path, bytes, owners)
+}
+
+/// Checks a file netblame wrote just before use: a regular file, not a link, owned by us,
+/// writable by no one else, in a trusted folder, holding exactly `bytes`.
+fn verify(path: &Path, bytes: &[u8], owners: &Owners) -> Result<(), TrustError> {
+    if let Some(dir) = path.parent() {
+        check_folder(dir, owners)?;
+    }
+    let mut file = open_nofollow(path)?;
+    check_file(path, &file, owners)?;
+    let mut held = Vec::with_capacity(bytes.len());
+    // One byte more than expected: a longer file differs.
+    (&mut file)
+        .take(bytes.len() as u64 + 1)
+        .read_to_end(&mut held)
+        .map_err(io_err(path))?;
+    if held != bytes {
+        return Err(TrustError::Altered { path: path.into() });
+    }
+    Ok(())
+}
+
 /// Writes the embedded interposer into `dir` (a folder netblame just created for this run) and
 /// returns its absolute path, after checking the folder and reading the file back.
 pub fn install_interposer(dir: &Path, owners: &Owners) -> Result<PathBuf, TrustError> {
     let dir = check_folder(dir, owners)?;
     let path = dir.join(PRELOAD_FILE);
     loadable(&path)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true) // O_CREAT | O_EXCL: never an existing file or link
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .mode(0o444)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    file.write_all(PRELOAD).map_err(io_err(&path))?;
-    drop(file);
-    verify_interposer(&path, owners)?;
+    install(&path, PRELOAD, owners)?;
     Ok(path)
 }
 
-/// Checks the interposer at `path` just before use: a regular file, not a link, owned by us,
-/// writable by no one else, in a trusted folder, holding exactly the embedded library's bytes.
+/// Checks the interposer at `path` just before use (see `verify`).
 pub fn verify_interposer(path: &Path, owners: &Owners) -> Result<(), TrustError> {
-    if let Some(dir) = path.parent() {
-        check_folder(dir, owners)?;
+    verify(path, PRELOAD, owners)
+}
+
+/// The pytest plugin (crates/cli/python), its module name, and the folder of the run
+/// directory it is written into (the only file there: the folder goes on PYTHONPATH).
+static PYTEST_PLUGIN: &[u8] = include_bytes!("../python/netblame_pytest.py");
+pub const PYTEST_PLUGIN_MODULE: &str = "netblame_pytest";
+const PYTEST_PLUGIN_FOLDER: &str = "python";
+
+/// Writes the pytest plugin into `RUN/python/` and returns its absolute path.
+pub fn install_pytest_plugin(run_dir: &Path, owners: &Owners) -> Result<PathBuf, TrustError> {
+    let run_dir = check_folder(run_dir, owners)?;
+    let folder = run_dir.join(PYTEST_PLUGIN_FOLDER);
+    std::fs::create_dir(&folder).map_err(io_err(&folder))?;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(&folder))?;
+    let folder = check_folder(&folder, owners)?;
+    // PYTHONPATH's separator cannot appear in the path.
+    if folder.as_os_str().as_encoded_bytes().contains(&b':') {
+        return Err(TrustError::Unloadable { path: folder });
     }
-    let mut file = open_nofollow(path)?;
-    check_file(path, &file, owners)?;
-    let mut held = Vec::with_capacity(PRELOAD.len());
-    // One byte more than the library: a longer file differs.
-    (&mut file)
-        .take(PRELOAD.len() as u64 + 1)
-        .read_to_end(&mut held)
-        .map_err(io_err(path))?;
-    if held != PRELOAD {
-        return Err(TrustError::Altered { path: path.into() });
-    }
-    Ok(())
+    let path = folder.join(format!("{PYTEST_PLUGIN_MODULE}.py"));
+    install(&path, PYTEST_PLUGIN, owners)?;
+    Ok(path)
+}
+
+/// Checks the pytest plugin just before the command starts (see `verify`).
+pub fn verify_pytest_plugin(path: &Path, owners: &Owners) -> Result<(), TrustError> {
+    verify(path, PYTEST_PLUGIN, owners)
 }
 
 /// `NETBLAME_PRELOAD`, an explicit override (a library of one's own build): it must still be a

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod flows;
 pub mod request;
 pub mod seq;
+pub mod suite;
 pub mod summary;
 pub mod timeline;
 
@@ -27,6 +28,7 @@ pub use flows::{
 };
 pub use request::{name_request, AppProtocol, RequestName};
 pub use seq::{SeqNumber, SeqUnwrapper};
+pub use suite::{test_rows, Cause, Measure, Outcome, Phase, RunDiff, TestPhase, TestRow};
 pub use summary::{split_test, Totals};
 pub use timeline::{ByteTimeline, Span, TxOutcome};
 

@@ -1,7 +1,8 @@
 //! The tables of socket calls joined to the capture: `reads`, `sends` and `tests`
 //! (docs/tables.md).
 
-use netblame_correlate::summary::{split_test, summarize};
+use netblame_correlate::summary::split_test;
+use netblame_correlate::TestRow;
 use netblame_correlate::{Blame, SocketCall};
 use polars::prelude::*;
 
@@ -265,13 +266,32 @@ pub fn exchanges_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame,
     frame("exchanges", e.len(), columns)
 }
 
-/// The `tests` table: one row per pytest test and phase.
-pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let groups = summarize(calls, blame).by_test;
-    let g = || groups.iter();
+/// The `tests` table: one row per pytest test and phase (`suite::test_rows`), tests with no
+/// socket call included.
+pub fn tests_frame(rows: &[TestRow]) -> Result<DataFrame, ExportError> {
+    let g = || rows.iter().map(|r| (r, &r.totals));
+    let rec = || rows.iter().map(|r| r.recorded);
     let columns = vec![
-        col!("test", &str, g().map(|((t, _), _)| *t)),
-        col!("phase", Option<&str>, g().map(|((_, p), _)| *p)),
+        col!("test", &str, rows.iter().map(|r| r.test)),
+        col!("phase", Option<&str>, rows.iter().map(|r| r.phase)),
+        col!(
+            "outcome",
+            Option<&str>,
+            rows.iter().map(|r| r.outcome().map(|o| o.as_str()))
+        ),
+        col!(
+            "start_ns",
+            Option<i64>,
+            rec().map(|r| r.map(|r| r.start_ns))
+        ),
+        col!("wall_ns", Option<i64>, rows.iter().map(|r| r.wall_ns())),
+        col!("socket_ns", i64, rows.iter().map(|r| r.socket_ns)),
+        col!(
+            "outside_ns",
+            Option<i64>,
+            rows.iter().map(|r| r.outside_ns())
+        ),
+        col!("pid", Option<u32>, rec().map(|r| r.map(|r| r.pid))),
         col!("reads", u64, g().map(|(_, x)| x.reads)),
         col!("read_bytes", u64, g().map(|(_, x)| x.read_bytes)),
         col!("read_time_ns", i64, g().map(|(_, x)| x.read_time_ns)),
@@ -307,5 +327,5 @@ pub fn tests_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             g().map(|(_, x)| x.worst_verdict().map(|v| v.as_str()))
         ),
     ];
-    frame("tests", groups.len(), columns)
+    frame("tests", rows.len(), columns)
 }

@@ -319,6 +319,28 @@ impl TableFormat {
     }
 }
 
+/// Where a table goes: a directory, a format, and for a dataset (runs from many machines read
+/// as one table) the host every row is tagged with, in a `host` column.
+#[derive(Debug, Clone, Copy)]
+pub struct TableOutput<'a> {
+    pub dir: &'a Path,
+    pub format: TableFormat,
+    pub host: Option<&'a str>,
+}
+
+impl TableOutput<'_> {
+    /// `frame` with this output's `host` column, if it has one (`None`: write `frame` as it is).
+    fn with_host(&self, frame: &DataFrame) -> Result<Option<DataFrame>, PolarsError> {
+        let Some(host) = self.host else {
+            return Ok(None);
+        };
+        let mut f = frame.clone();
+        let value = Scalar::new(DataType::String, AnyValue::StringOwned(host.into()));
+        f.with_column(Column::new_scalar("host".into(), value, frame.height()))?;
+        Ok(Some(f))
+    }
+}
+
 /// Why a table could not be written.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -370,24 +392,32 @@ enum BatchedTable {
 /// (directory, format).
 pub fn write_capture_tables(
     analysis: &Analysis,
-    outputs: &[(&Path, TableFormat)],
+    outputs: &[TableOutput],
 ) -> Result<(), ExportError> {
     let mut flows = flows_frame(analysis)?;
-    for &(dir, format) in outputs {
-        write_table(dir, "flows", &mut flows, format)?;
+    for out in outputs {
+        write_table(out, "flows", &mut flows)?;
     }
     drop(flows);
     write_packets(analysis, outputs)
 }
 
 /// Writes the `packets` table into each of `outputs` (directory, format), in batches.
-fn write_packets(analysis: &Analysis, outputs: &[(&Path, TableFormat)]) -> Result<(), ExportError> {
+fn write_packets(analysis: &Analysis, outputs: &[TableOutput]) -> Result<(), ExportError> {
     let mut batches = analysis.packets.chunks(PACKET_BATCH);
     let mut frame = packets_frame_rows(analysis, batches.next().unwrap_or_default())?;
-    let schema = frame.schema().clone();
-    let mut writers: Vec<(PathBuf, BatchedTable)> = Vec::new();
-    for &(dir, format) in outputs {
-        let (path, file) = create_table_file(dir, "packets", format)?;
+    let frame_error = |source| ExportError::Frame {
+        table: "packets",
+        source,
+    };
+    let mut writers: Vec<(PathBuf, BatchedTable, &TableOutput)> = Vec::new();
+    for out in outputs {
+        let format = out.format;
+        let schema = match out.with_host(&frame).map_err(frame_error)? {
+            Some(f) => f.schema().clone(),
+            None => frame.schema().clone(),
+        };
+        let (path, file) = create_table_file(out.dir, "packets", format)?;
         let writer = match format {
             TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
                 .include_header(true)
@@ -402,13 +432,15 @@ fn write_packets(analysis: &Analysis, outputs: &[(&Path, TableFormat)]) -> Resul
             path: path.clone(),
             source,
         })?;
-        writers.push((path, writer));
+        writers.push((path, writer, out));
     }
     loop {
-        for (path, w) in &mut writers {
+        for (path, w, out) in &mut writers {
+            let tagged = out.with_host(&frame).map_err(frame_error)?;
+            let rows = tagged.as_ref().unwrap_or(&frame);
             let written = match w {
-                BatchedTable::Csv(w) => w.write_batch(&frame),
-                BatchedTable::Parquet(w) => w.write_batch(&frame),
+                BatchedTable::Csv(w) => w.write_batch(rows),
+                BatchedTable::Parquet(w) => w.write_batch(rows),
             };
             written.map_err(|source| ExportError::Write {
                 path: path.clone(),
@@ -420,7 +452,7 @@ fn write_packets(analysis: &Analysis, outputs: &[(&Path, TableFormat)]) -> Resul
             None => break,
         }
     }
-    for (path, w) in &mut writers {
+    for (path, w, _) in &mut writers {
         let finished = match w {
             BatchedTable::Csv(w) => w.finish(),
             BatchedTable::Parquet(w) => w.finish().map(drop),
@@ -452,13 +484,17 @@ fn create_table_file(
 
 /// Writes `frame` as `dir/name.csv` or `dir/name.parquet`, creating `dir`. Returns the path.
 pub fn write_table(
-    dir: &Path,
-    name: &str,
+    out: &TableOutput,
+    name: &'static str,
     frame: &mut DataFrame,
-    format: TableFormat,
 ) -> Result<PathBuf, ExportError> {
-    let (path, file) = create_table_file(dir, name, format)?;
-    let result = match format {
+    let mut tagged = out.with_host(frame).map_err(|source| ExportError::Frame {
+        table: name,
+        source,
+    })?;
+    let frame = tagged.as_mut().unwrap_or(frame);
+    let (path, file) = create_table_file(out.dir, name, out.format)?;
+    let result = match out.format {
         TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
             .include_header(true)
             .finish(frame),
@@ -500,10 +536,15 @@ mod tests {
     fn writes_csv_and_parquet() {
         let dir = std::env::temp_dir().join(format!("netblame-export-{}", std::process::id()));
         let mut f = flows_frame(&Analysis::default()).unwrap();
-        let csv = write_table(&dir, "flows", &mut f, TableFormat::Csv).unwrap();
+        let out = |format| TableOutput {
+            dir: &dir,
+            format,
+            host: None,
+        };
+        let csv = write_table(&out(TableFormat::Csv), "flows", &mut f).unwrap();
         let header = std::fs::read_to_string(&csv).unwrap();
         assert!(header.starts_with("flow_id,proto,direction,src_addr"));
-        let pq = write_table(&dir, "flows", &mut f, TableFormat::Parquet).unwrap();
+        let pq = write_table(&out(TableFormat::Parquet), "flows", &mut f).unwrap();
         assert!(std::fs::read(&pq).unwrap().starts_with(b"PAR1"));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -531,16 +572,27 @@ mod tests {
             ..Analysis::default()
         };
         let dir = std::env::temp_dir().join(format!("netblame-batches-{}", std::process::id()));
+        let dataset = dir.join("run=1");
+        let out = |dir, format, host| TableOutput { dir, format, host };
         write_capture_tables(
             &a,
-            &[(&dir, TableFormat::Csv), (&dir, TableFormat::Parquet)],
+            &[
+                out(&dir, TableFormat::Csv, None),
+                out(&dir, TableFormat::Parquet, None),
+                out(&dataset, TableFormat::Parquet, Some("ci-7")),
+            ],
         )
         .unwrap();
         let whole = packets_frame(&a).unwrap();
-        let pq = ParquetReader::new(File::open(dir.join("packets.parquet")).unwrap())
-            .finish()
-            .unwrap();
+        let read = |p: PathBuf| ParquetReader::new(File::open(p).unwrap()).finish().unwrap();
+        let pq = read(dir.join("packets.parquet"));
         assert!(pq.equals_missing(&whole));
+        // The dataset's copy: the same rows, and every one tagged with the host.
+        let tagged = read(dataset.join("packets.parquet"));
+        assert_eq!(tagged.height(), 7);
+        assert!(tagged.drop("host").unwrap().equals_missing(&whole));
+        let hosts = tagged.column("host").unwrap().str().unwrap();
+        assert!(hosts.iter().all(|h| h == Some("ci-7")));
         let csv = std::fs::read_to_string(dir.join("packets.csv")).unwrap();
         assert_eq!(csv.lines().count(), 8, "{csv}");
         assert_eq!(csv.matches("ts_ns").count(), 1);

@@ -93,16 +93,40 @@ pub fn analyze(data: &[u8]) {
     let caveats = netblame_report::Caveats {
         lost: &contents.lost,
         rejected_events: calls.rejected,
+        rejected_phases: 0,
     };
+    let phases = phases_of(&calls.calls);
     let _ = netblame_report::write_text(
         &mut io::sink(),
         &analysis,
         &calls.calls,
         &result,
         1.0,
+        &phases,
         &caveats,
     );
-    renders(capture, &analysis, &calls.calls, &result, &caveats);
+    renders(capture, &analysis, &calls.calls, &result, &phases, &caveats);
+}
+
+/// Test phase records as the pytest plugin would write them around the calls tagged with a
+/// test phase: one per call, so the rows, the tests track and the page see records too.
+fn phases_of(calls: &[netblame_correlate::SocketCall]) -> Vec<netblame_correlate::TestPhase> {
+    use netblame_correlate::{split_test, Outcome, Phase, TestPhase};
+    calls
+        .iter()
+        .filter_map(|c| {
+            let (test, phase) = split_test(c.test.as_deref());
+            Some(TestPhase {
+                test: test?.into(),
+                phase: Phase::parse(phase?)?,
+                outcome: Outcome::ALL[c.fd.unsigned_abs() as usize % Outcome::ALL.len()],
+                start_ns: c.t_call_ns,
+                end_ns: c.t_return_ns.max(c.t_call_ns),
+                pid: c.pid,
+                worker: None,
+            })
+        })
+        .collect()
 }
 
 /// The pictures, as `analyze --html --perfetto --annotate --all` makes them: a second pass over
@@ -112,6 +136,7 @@ fn renders(
     analysis: &Analysis,
     calls: &[netblame_correlate::SocketCall],
     result: &netblame_correlate::Blame,
+    phases: &[netblame_correlate::TestPhase],
     caveats: &netblame_report::Caveats,
 ) {
     use netblame_report::{pass, perfetto::TraceWriter};
@@ -119,7 +144,7 @@ fn renders(
         return;
     };
     let outputs = pass::PassOutputs {
-        trace: TraceWriter::new(io::sink(), analysis, calls, result).ok(),
+        trace: TraceWriter::new(io::sink(), analysis, calls, result, phases).ok(),
         annotated: Some(io::sink()),
         comment_all: true,
     };
@@ -137,6 +162,7 @@ fn renders(
             title: "fuzz",
             threshold_ms: 1.0,
             caveats,
+            phases,
         },
     );
 }

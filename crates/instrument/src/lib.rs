@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod event;
+pub mod phases;
 pub mod record;
 pub mod wrap;
 pub mod writer;
@@ -16,6 +17,7 @@ pub use event::{
     read_binary, read_binary_log, read_events, read_jsonl, read_jsonl_from, Event, LogContents,
     LogError, LostCalls,
 };
+pub use phases::{read_test_phases, PhaseLog, PhaseRecord};
 pub use record::{Call, Kind, Proto};
 pub use wrap::{RecordedTcpStream, RecordedUdpSocket};
 pub use writer::EventLog;

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Analysis, Blame, PacketClass, ReadBlame, SocketCall, Totals, Verdict,
+    summary, Analysis, Blame, PacketClass, ReadBlame, SocketCall, TestPhase, TestRow, Totals,
+    Verdict,
 };
 
 use crate::detail::{self, Detail, ReadGraph};
@@ -36,6 +37,8 @@ pub struct Page<'a> {
     pub title: &'a str,
     pub threshold_ms: f64,
     pub caveats: &'a Caveats<'a>,
+    /// The pytest plugin's records (none for a run without it).
+    pub phases: &'a [TestPhase],
 }
 
 /// HTML text escaping (also fit for attribute values in double quotes).
@@ -151,7 +154,10 @@ pub fn write_html(
     );
     overview(&mut h, all);
     caveats(&mut h, analysis, b, page.caveats);
-    tests_table(&mut h, &sums.by_test);
+    tests_table(
+        &mut h,
+        &netblame_correlate::test_rows(calls, b, &sums.by_test, page.phases),
+    );
     let per_flow = &sums.by_flow;
     connections_table(&mut h, analysis, per_flow);
     requests_table(&mut h, calls, b);
@@ -241,6 +247,12 @@ fn caveats(h: &mut String, analysis: &Analysis, b: &Blame, c: &Caveats) {
             c.rejected_events
         ));
     }
+    if c.rejected_phases > 0 {
+        w.push(format!(
+            "{} test phase records of the pytest plugin were left out (cut short, or not the plugin's)",
+            c.rejected_phases
+        ));
+    }
     if b.causality_violations > 0 {
         w.push(format!(
             "{} reads returned bytes more than 100 µs before they were captured: clock skew, or a join error",
@@ -279,17 +291,30 @@ fn num_td(v: impl std::fmt::Display) -> String {
     format!(r#"<td class="n" data-v="{v}">{v}</td>"#)
 }
 
-fn tests_table(h: &mut String, per_test: &BTreeMap<(&str, Option<&str>), Totals>) {
-    if per_test.is_empty() {
+fn tests_table(h: &mut String, rows: &[TestRow]) {
+    if rows.is_empty() {
         return;
     }
-    let mut rows: Vec<_> = per_test.iter().collect();
-    rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.blamed_ns()));
-    let scale = rows.first().map_or(1, |(_, t)| t.blamed_ns().max(1));
+    let mut rows: Vec<&TestRow> = rows.iter().collect();
+    // Slowest first where the plugin recorded the phases; else most time lost.
+    let key = |r: &TestRow| r.wall_ns().unwrap_or_else(|| r.totals.blamed_ns());
+    rows.sort_by_key(|r| std::cmp::Reverse(key(r)));
+    let scale = rows
+        .iter()
+        .map(|r| r.wall_ns().unwrap_or(0).max(r.totals.blamed_ns()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let recorded = rows.iter().any(|r| r.recorded.is_some());
     let _ = write!(
         h,
-        r#"<section id="tests"><h2>Per test <small>(most time lost first{})</small></h2>
-<table class="sortable"><thead><tr><th>test</th><th>phase</th><th>reads</th><th>sends</th><th>in reads</th><th>lost</th><th>where it went</th><th>connects</th><th>worst</th></tr></thead><tbody>"#,
+        r#"<section id="tests"><h2>Per test <small>({}{})</small></h2>
+<table class="sortable"><thead><tr><th>test</th><th>phase</th><th>outcome</th><th>time</th><th>outside sockets</th><th>reads</th><th>sends</th><th>in reads</th><th>lost</th><th>where it went</th><th>connects</th><th>worst</th></tr></thead><tbody>"#,
+        if recorded {
+            "slowest first"
+        } else {
+            "most time lost first"
+        },
         if rows.len() > MAX_ROWS {
             format!(
                 "; the first {MAX_ROWS} of {}, all in tables/tests.csv",
@@ -299,12 +324,17 @@ fn tests_table(h: &mut String, per_test: &BTreeMap<(&str, Option<&str>), Totals>
             String::new()
         }
     );
-    for ((test, phase), t) in rows.iter().take(MAX_ROWS) {
+    let opt_dur = |v: Option<i64>| v.map_or_else(|| "<td>-</td>".to_string(), dur_td);
+    for r in rows.iter().take(MAX_ROWS) {
+        let t = &r.totals;
         let _ = write!(
             h,
-            "<tr><td class=\"test\">{}</td><td>{}</td>{}{}{}{}<td>{}</td>{}<td>{}</td></tr>",
-            esc(test),
-            esc(phase.unwrap_or("")),
+            "<tr><td class=\"test\">{}</td><td>{}</td><td>{}</td>{}{}{}{}{}{}<td>{}</td>{}<td>{}</td></tr>",
+            esc(r.test),
+            esc(r.phase.unwrap_or("")),
+            r.outcome().map_or("-", |o| o.as_str()),
+            opt_dur(r.wall_ns()),
+            opt_dur(r.outside_ns()),
             num_td(t.reads),
             num_td(t.sends),
             dur_td(t.read_time_ns),
@@ -1188,6 +1218,7 @@ mod tests {
                 title: "<empty>",
                 threshold_ms: 1.0,
                 caveats: &caveats,
+                phases: &[],
             },
         )
         .unwrap();

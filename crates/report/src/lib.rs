@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod detail;
+pub mod diff;
 pub mod fmt;
 pub mod html;
 pub mod pass;
@@ -16,9 +17,10 @@ pub mod perfetto;
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Blame, CallKind, HeldWrite, ReadBlame, SocketCall, Totals, Verdict,
+    summary, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, SocketCall, TestPhase, TestRow,
+    Totals, Verdict,
 };
-use netblame_instrument::{Event, Kind, LostCalls, Proto};
+use netblame_instrument::{Event, Kind, LostCalls, PhaseLog, Proto};
 
 use crate::fmt::{bytes as fmt_bytes, duration};
 
@@ -38,6 +40,8 @@ pub struct Caveats<'a> {
     pub lost: &'a [LostCalls],
     /// Events left out by `socket_calls`.
     pub rejected_events: u64,
+    /// Lines of the pytest plugin's log left out by `test_phases`.
+    pub rejected_phases: u64,
 }
 
 /// The recorded events as the correlator takes them (checked by `SocketCall::checked`).
@@ -96,6 +100,29 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
         rejected: total - calls.len() as u64,
         calls,
     }
+}
+
+/// The plugin's records as the model takes them (checked names, `start <= end`), and how many
+/// were left out: lines it could not read, or records no pytest writes.
+pub fn test_phases(log: PhaseLog) -> (Vec<TestPhase>, u64) {
+    let total = log.records.len() as u64 + log.unreadable;
+    let phases: Vec<TestPhase> = log
+        .records
+        .into_iter()
+        .filter_map(|r| {
+            Some(TestPhase {
+                phase: Phase::parse(&r.phase)?,
+                outcome: Outcome::parse(&r.outcome)?,
+                start_ns: r.start_ns,
+                end_ns: (r.end_ns >= r.start_ns).then_some(r.end_ns)?,
+                pid: r.pid,
+                worker: r.worker.map(Into::into),
+                test: r.test.into(),
+            })
+        })
+        .collect();
+    let left_out = total - phases.len() as u64;
+    (phases, left_out)
 }
 
 /// Tests and connections listed in the report; the tables have them all.
@@ -169,6 +196,133 @@ fn requests(t: &Totals) -> String {
     }
 }
 
+/// The per-test section: with the plugin's records, each phase's own time, outcome and where
+/// it went, slowest first; without them, the tests' socket time, most lost first.
+fn per_test(out: &mut impl Write, rows: &[TestRow]) -> io::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let recorded = rows.iter().any(|r| r.recorded.is_some());
+    writeln!(
+        out,
+        "\nper test ({}):",
+        if recorded {
+            "slowest first"
+        } else {
+            "most time lost first"
+        }
+    )?;
+    let mut sorted: Vec<&TestRow> = rows.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.wall_ns().unwrap_or_else(|| r.totals.blamed_ns())));
+    for r in sorted.iter().take(MAX_LISTED) {
+        let x = &r.totals;
+        let phase = r.phase.map_or(String::new(), |p| format!(" ({p})"));
+        let test = r.test;
+        if let Some(rec) = r.recorded {
+            writeln!(
+                out,
+                "  {test}{phase} {}, {}: {}",
+                duration(rec.wall_ns),
+                rec.outcome.as_str(),
+                test_causes(r)
+            )?;
+        } else {
+            writeln!(out, "  {test}{phase}")?;
+        }
+        // The calls' details: what the first line did not say (a phase that only connected
+        // said it there).
+        let moved_data = x.reads + x.sends + x.idle_reads > 0;
+        if !(moved_data || (r.recorded.is_none() && x.connects > 0)) {
+            continue;
+        }
+        let connects = match (x.connects, x.connect_syn_loss_ns) {
+            (0, _) => String::new(),
+            (n, 0) => format!("; {n} connects, {}", duration(x.connect_ns)),
+            (n, lost) => format!(
+                "; {n} connects, {} ({} lost to SYN retransmissions)",
+                duration(x.connect_ns),
+                duration(lost)
+            ),
+        };
+        writeln!(
+            out,
+            "    {}{} reads, {} sends, {} in reads; {}{connects}; worst: {}",
+            requests(x),
+            x.reads,
+            x.sends,
+            duration(x.read_time_ns),
+            breakdown(x),
+            worst(x)
+        )?;
+    }
+    let rest = &sorted[sorted.len().min(MAX_LISTED)..];
+    if !rest.is_empty() {
+        let lost: i64 = rest.iter().map(|r| r.totals.blamed_ns()).sum();
+        writeln!(
+            out,
+            "  ... and {} more test phases, {} lost in all (tables/tests.csv)",
+            rest.len(),
+            duration(lost)
+        )?;
+    }
+    Ok(())
+}
+
+/// Where a recorded phase's time went: `0.85 s waiting on the peer (3 requests to
+/// 127.0.0.1:5432), 2 ms network, 0.39 s outside sockets` (stall, program and wakeup when
+/// there were any).
+fn test_causes(r: &TestRow) -> String {
+    let x = &r.totals;
+    let mut parts = Vec::new();
+    if x.reads > 0 {
+        let to: Vec<String> = r
+            .peers
+            .iter()
+            .take(2)
+            .enumerate()
+            .map(|(i, (addr, n))| match (i, *n) {
+                (0, 1) => format!("1 request to {addr}"),
+                (0, n) => format!("{n} requests to {addr}"),
+                (_, n) => format!("{n} to {addr}"),
+            })
+            .collect();
+        let more = r.peers.len().saturating_sub(2);
+        let to = match (to.is_empty(), more) {
+            (true, _) => String::new(),
+            (false, 0) => format!(" ({})", to.join(", ")),
+            (false, m) => format!(" ({}, and {m} more peers)", to.join(", ")),
+        };
+        parts.push(format!(
+            "{} waiting on the peer{to}",
+            duration(x.peer_wait_ns)
+        ));
+        parts.push(format!("{} network", duration(x.loss_delay_ns)));
+        for (v, what) in [
+            (x.stall_ns, "stalled (Nagle + delayed ACK)"),
+            (x.program_ns(), "program"),
+            (x.wakeup_ns, "wakeup"),
+        ] {
+            if v > 0 {
+                parts.push(format!("{} {what}", duration(v)));
+            }
+        }
+    }
+    if x.connects > 0 {
+        let lost = match x.connect_syn_loss_ns {
+            0 => String::new(),
+            n => format!(" ({} lost to SYN retransmissions)", duration(n)),
+        };
+        parts.push(format!("{} connecting{lost}", duration(x.connect_ns)));
+    }
+    if x.reads == 0 && x.sends > 0 {
+        parts.push(format!("{} in sends", duration(x.send_blocked_ns)));
+    }
+    if let Some(outside) = r.outside_ns() {
+        parts.push(format!("{} outside sockets", duration(outside)));
+    }
+    parts.join(", ")
+}
+
 fn worst(t: &Totals) -> &'static str {
     t.worst_verdict().map_or("-", Verdict::as_str)
 }
@@ -188,6 +342,7 @@ pub fn write_text(
     calls: &[SocketCall],
     b: &Blame,
     threshold_ms: f64,
+    phases: &[TestPhase],
     caveats: &Caveats,
 ) -> io::Result<()> {
     let sums = summary::summarize(calls, b);
@@ -248,35 +403,10 @@ pub fn write_text(
     slow_connects(out, calls, b)?;
     held_sends(out, calls, b, threshold_ms)?;
 
-    let per_test = &sums.by_test;
-    if !per_test.is_empty() {
-        writeln!(out, "\nper test (most time lost first):")?;
-        let mut tests: Vec<_> = per_test.iter().collect();
-        tests.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
-        for ((test, phase), x) in tests.iter().take(MAX_LISTED) {
-            let phase = phase.map_or(String::new(), |p| format!(" ({p})"));
-            let connects = match (x.connects, x.connect_syn_loss_ns) {
-                (0, _) => String::new(),
-                (n, 0) => format!("; {n} connects, {}", duration(x.connect_ns)),
-                (n, lost) => format!(
-                    "; {n} connects, {} ({} lost to SYN retransmissions)",
-                    duration(x.connect_ns),
-                    duration(lost)
-                ),
-            };
-            writeln!(
-                out,
-                "  {test}{phase}\n    {}{} reads, {} sends, {} in reads; {}{connects}; worst: {}",
-                requests(x),
-                x.reads,
-                x.sends,
-                duration(x.read_time_ns),
-                breakdown(x),
-                worst(x)
-            )?;
-        }
-        more(out, &tests[tests.len().min(MAX_LISTED)..], "tests", "tests")?;
-    }
+    per_test(
+        out,
+        &netblame_correlate::test_rows(calls, b, &sums.by_test, phases),
+    )?;
     writeln!(out, "\nper connection (most time lost first):")?;
     let mut flows: Vec<_> = sums.by_flow.iter().collect();
     flows.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
@@ -339,6 +469,14 @@ pub fn write_text(
             "\nwarning: {} events were left out: their times, offsets or byte counts are impossible \
              (a damaged or hand-written event log)",
             caveats.rejected_events
+        )?;
+    }
+    if caveats.rejected_phases > 0 {
+        writeln!(
+            out,
+            "\nwarning: {} test phase records of the pytest plugin were left out (a line cut short \
+             when pytest was killed, or not written by netblame's plugin)",
+            caveats.rejected_phases
         )?;
     }
     if b.causality_violations > 0 {

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 
-use netblame_correlate::{Analysis, Blame, CallKind, PacketClass, PacketRecord, SocketCall};
+use netblame_correlate::{
+    Analysis, Blame, CallKind, PacketClass, PacketRecord, SocketCall, TestPhase,
+};
 use prost::Message;
 
 /// `Trace.packet` entries, in Perfetto's field numbering.
@@ -229,7 +231,15 @@ pub struct TraceWriter<W: Write> {
 }
 
 impl<W: Write> TraceWriter<W> {
-    pub fn new(out: W, analysis: &Analysis, calls: &[SocketCall], b: &Blame) -> io::Result<Self> {
+    /// `phases`: the pytest plugin's records; the tests track shows them when there are any,
+    /// else the runs of calls tagged with each test.
+    pub fn new(
+        out: W,
+        analysis: &Analysis,
+        calls: &[SocketCall],
+        b: &Blame,
+        phases: &[TestPhase],
+    ) -> io::Result<Self> {
         let mut w = TraceWriter {
             out,
             buf: Vec::with_capacity(256),
@@ -243,9 +253,13 @@ impl<W: Write> TraceWriter<W> {
             directions: 0,
             started: false,
         };
-        let ids = w.tracks(analysis, calls)?;
+        let ids = w.tracks(analysis, calls, phases)?;
         w.calls(calls, b, &ids)?;
-        w.tests(calls, &ids)?;
+        if phases.is_empty() {
+            w.tests(calls, &ids)?;
+        } else {
+            w.test_phases(phases, &ids)?;
+        }
         w.exchanges(b, &ids)?;
         Ok(w)
     }
@@ -339,13 +353,27 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Declares the tracks; returns the uuids of the threads' and the tests' tracks.
-    fn tracks(&mut self, analysis: &Analysis, calls: &[SocketCall]) -> io::Result<TrackIds> {
+    fn tracks(
+        &mut self,
+        analysis: &Analysis,
+        calls: &[SocketCall],
+        phases: &[TestPhase],
+    ) -> io::Result<TrackIds> {
         let mut threads: BTreeMap<u32, (HashSet<u32>, bool)> = BTreeMap::new();
         for c in calls {
             let t = threads.entry(c.pid).or_default();
             t.0.insert(c.tid);
-            t.1 |= c.test.is_some();
+            t.1 |= c.test.is_some() && phases.is_empty();
         }
+        // A process that ran tests has their track, socket calls or not.
+        for p in phases {
+            threads.entry(p.pid).or_default().1 = true;
+        }
+        let tests_track = if phases.is_empty() {
+            "tests (from the first to the last socket call of each)"
+        } else {
+            "tests (pytest's phases)"
+        };
         let mut ids = TrackIds::default();
         for (pid, (tids, tests)) in threads {
             let process = self.new_uuid();
@@ -377,7 +405,7 @@ impl<W: Write> TraceWriter<W> {
                 self.descriptor(TrackDescriptor {
                     uuid: Some(uuid),
                     parent_uuid: Some(process),
-                    name: Some("tests (from the first to the last socket call of each)".into()),
+                    name: Some(tests_track.into()),
                     sibling_order_rank: Some(-1),
                     ..Default::default()
                 })?;
@@ -615,6 +643,50 @@ impl<W: Write> TraceWriter<W> {
         Ok(())
     }
 
+    /// Per process that ran tests, a slice per test from its setup to its teardown, with a
+    /// child slice per phase (its outcome an argument), at pytest's own phase boundaries.
+    fn test_phases(&mut self, phases: &[TestPhase], ids: &TrackIds) -> io::Result<()> {
+        let mut by_pid: BTreeMap<u32, Vec<&TestPhase>> = BTreeMap::new();
+        for p in phases {
+            by_pid.entry(p.pid).or_default().push(p);
+        }
+        for (pid, mut ps) in by_pid {
+            ps.sort_by_key(|p| (p.start_ns, p.phase));
+            let track = ids.tests[&pid];
+            let mut i = 0;
+            while i < ps.len() {
+                let test = &ps[i].test;
+                let mut j = i + 1;
+                while j < ps.len() && ps[j].test == *test {
+                    j += 1;
+                }
+                // Phases of one process never overlap; a clock step could: clamp to nest.
+                let start = ps[i].start_ns;
+                let mut at = start;
+                self.begin_named(track, start, test, "test")?;
+                for p in &ps[i..j] {
+                    let s = p.start_ns.max(at);
+                    let e = p.end_ns.max(s);
+                    let outcome = self.text("outcome", p.outcome.as_str());
+                    let event = TrackEvent {
+                        r#type: Some(SLICE_BEGIN),
+                        track_uuid: Some(track),
+                        category_iids: self.category("test phase"),
+                        name_iid: self.name(p.phase.as_str()),
+                        debug_annotations: vec![outcome],
+                        ..Default::default()
+                    };
+                    self.event(s, event)?;
+                    self.end(e, track)?;
+                    at = e;
+                }
+                self.end(at, track)?;
+                i = j;
+            }
+        }
+        Ok(())
+    }
+
     /// One slice per exchange on its connection's track, named by its request (from the
     /// capture), from the request's first send to the read of the answer's last byte.
     fn exchanges(&mut self, b: &Blame, ids: &TrackIds) -> io::Result<()> {
@@ -775,14 +847,27 @@ mod tests {
 
     #[test]
     fn an_empty_run_is_a_valid_empty_trace() {
-        let w = TraceWriter::new(Vec::new(), &Analysis::default(), &[], &Blame::default()).unwrap();
+        let w = TraceWriter::new(
+            Vec::new(),
+            &Analysis::default(),
+            &[],
+            &Blame::default(),
+            &[],
+        )
+        .unwrap();
         assert_eq!(w.finish().unwrap(), TraceCounts::default());
     }
 
     #[test]
     fn packets_are_framed_as_trace_packet_fields_with_exact_nanoseconds() {
-        let mut w =
-            TraceWriter::new(Vec::new(), &Analysis::default(), &[], &Blame::default()).unwrap();
+        let mut w = TraceWriter::new(
+            Vec::new(),
+            &Analysis::default(),
+            &[],
+            &Blame::default(),
+            &[],
+        )
+        .unwrap();
         let p = PacketRecord {
             ts_ns: 1_796_000_000_123_456_789,
             flow_id: 3,
