@@ -60,6 +60,12 @@ bench-renders *ARGS: release
     cargo build --release -p netblame-cli --example gen_run
     python3 bench/bench_renders.py {{ARGS}}
 
+# What the pytest plugin costs a suite: the same pytest command under `netblame run` with and
+# without the plugin, and without netblame, alternating (root). E.g.
+# `just bench-pytest-plugin --cwd ../redis-py -- python3 -m pytest -q tests/test_commands.py`.
+bench-pytest-plugin *ARGS: release
+    python3 bench/bench_pytest_plugin.py {{ARGS}}
+
 # Install netblame into ~/.cargo/bin (the interposer is embedded in the binary).
 install:
     cargo install --locked --path crates/cli

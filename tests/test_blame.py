@@ -1,6 +1,7 @@
 """Accuracy of the blame model on real traffic with known delays (root: capture in a netns)."""
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -202,10 +203,18 @@ def test_pytest_session_blames_the_right_test_for_the_right_reason(netns, tmp_pa
 
 
 def worst_by_test(report):
-    """The 'worst:' verdict of each test in the per-test section of a report."""
+    """The 'worst:' verdict of each test in the per-test section of a report: a test's line (its
+    phase's time and outcome after the name, when the pytest plugin recorded it), then the line
+    of its calls, if it made any."""
     section = report.split("\nper test")[1].split("\nper connection")[0]
-    lines = [line for line in section.splitlines()[1:] if line.strip()]
-    return {name.strip(): detail.rsplit("worst: ", 1)[1] for name, detail in zip(lines[0::2], lines[1::2])}
+    worst, name = {}, None
+    for line in section.splitlines()[1:]:
+        if line.startswith("    ") and name is not None:
+            worst[name] = line.rsplit("worst: ", 1)[1]
+        elif line.startswith("  ") and not line.startswith("  ... "):
+            recorded = re.match(r"  (.*? \((?:setup|call|teardown)\)) [\d.]+ \S+, \w+: ", line)
+            name = recorded[1] if recorded else line.strip()
+    return worst
 
 
 DEMO_VERDICTS = {"fast": "ok", "slow peer": "peer-slow", "late reader": "app-late", "lossy network": "loss"}

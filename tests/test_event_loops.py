@@ -181,7 +181,9 @@ def assert_peer_slow(reads, api):
     print(f"\n{api}: peer {peer / MS:.3f} ms, server on the wire {answered / MS:.3f} ms")
     assert peer <= answered + 2 * MS, (peer, answered, r)
     assert THINK_MS * MS - 2 * MS - in_send_after_wire <= peer <= THINK_MS * MS + 20 * MS, (in_send_after_wire, r)
-    assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < 5 * MS, r
+    # The program's part is small beside the server's 200 ms; a JVM hands the ready socket from
+    # its selector thread to a worker, which a loaded CI machine delayed 9.7 ms once.
+    assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < THINK_MS * MS // 10, r
     assert_exchange_peer_slow(row, answered, in_send_after_wire)
 
 

@@ -15,13 +15,14 @@ import pytest
 
 SERVER = r"""
 import socket, sys, threading, time
+report_s = float(sys.argv[1]) / 1000
 srv = socket.create_server(("127.0.0.1", 0))
 print(srv.getsockname()[1], flush=True)
 def handle(c):
     with c:
         for line in c.makefile("rb"):
             if line.startswith(b"REPORT"):
-                time.sleep(0.25)            # the server computes a report
+                time.sleep(report_s)        # the server computes a report
             c.sendall(b"v" * 4000 + b"\n")
 while True:
     c, _ = srv.accept()
@@ -32,7 +33,9 @@ while True:
 @pytest.fixture(scope="module")
 def service():
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    p = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, env=env)
+    # REPORT_MS: how long the server computes a report (the README's `netblame diff`).
+    report_ms = os.environ.get("REPORT_MS", "250")
+    p = subprocess.Popen([sys.executable, "-c", SERVER, report_ms], stdout=subprocess.PIPE, env=env)
     port = int(p.stdout.readline())
     yield port
     p.kill()

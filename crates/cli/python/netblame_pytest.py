@@ -8,7 +8,9 @@ sees it. Turn it off with `netblame run --no-pytest-plugin`, or in one pytest wi
 
 It writes one JSON line per phase (setup, call, teardown) into a log of its own,
 $NETBLAME_EVENTS_DIR/pytest-<pid>.phases, in the process that runs the test (an xdist worker,
-not the controller). The times are pytest's own (CallInfo: what --durations shows), on
+not the controller). A pytest that a recording pytest started (pytester's runs, a test that
+runs pytest; told by NETBLAME_PYTEST_OUTER in its environment) records nothing, its xdist
+workers excepted: its tests are a part of the outer test. The times are pytest's own (CallInfo: what --durations shows), on
 CLOCK_REALTIME like the socket events; the outcome is the final report's, after xfail.
 """
 
@@ -20,6 +22,9 @@ import pytest
 # The config being recorded: a pytest run inside a test (pytester's inline runs) is not a
 # phase of the outer run, and is left out.
 _recording = None
+
+# Set in the environment of a recording pytest, for the processes it starts.
+_OUTER = "NETBLAME_PYTEST_OUTER"
 
 
 class _Recorder:
@@ -78,8 +83,15 @@ def pytest_configure(config):
     events_dir = os.environ.get("NETBLAME_EVENTS_DIR")
     if _recording is not None or not events_dir:
         return
+    # A pytest started by a recording one is a part of one of its tests (pytester's runs, a test
+    # that runs pytest), unless it is one of its pytest-xdist workers (`workerinput`).
+    if _OUTER in os.environ and not hasattr(config, "workerinput"):
+        return
+    os.environ[_OUTER] = str(os.getpid())
     _recording = config
-    config.pluginmanager.register(_Recorder(events_dir), "netblame_pytest_recorder")
+    # Absolute now: a test may change the working directory (pytester does).
+    recorder = _Recorder(os.path.abspath(events_dir))
+    config.pluginmanager.register(recorder, "netblame_pytest_recorder")
 
 
 def pytest_unconfigure(config):
@@ -88,4 +100,5 @@ def pytest_unconfigure(config):
         recorder = config.pluginmanager.get_plugin("netblame_pytest_recorder")
         if recorder is not None:
             recorder.close()
+        os.environ.pop(_OUTER, None)
         _recording = None

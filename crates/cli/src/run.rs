@@ -173,7 +173,10 @@ pub fn run(args: &RunArgs) -> Result<u8> {
             "no command: netblame run [OPTIONS] -- CMD [ARGS...]".into()
         ))
     })?;
-    let out = args.out.clone().unwrap_or_else(default_out);
+    // Absolute: the command may change its working directory before its first event is
+    // written (pytester does), and NETBLAME_EVENTS_DIR must still name the run's folder.
+    let out = std::path::absolute(args.out.clone().unwrap_or_else(default_out))
+        .context("the run directory's path")?;
     let invoker = sudo_invoker();
     let owners = crate::trust::Owners::new(invoker.as_ref().map(|u| u.uid));
     // Signals are ours from now on: netblame must outlive CMD to finish the capture.

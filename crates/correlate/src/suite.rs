@@ -330,12 +330,16 @@ impl Cause {
         }
     }
 
-    fn of(self, r: &TestRow) -> i64 {
+    /// The cause's time in a row. On wall time the program's part is dispatch only: data that
+    /// waited in the buffer waited while the test was outside socket calls, and is counted
+    /// there, so that the parts add up to the wall time.
+    fn of(self, r: &TestRow, measure: Measure) -> i64 {
         let t = &r.totals;
         match self {
             Cause::Loss => t.loss_delay_ns,
             Cause::Peer => t.peer_wait_ns,
             Cause::Stall => t.stall_ns,
+            Cause::Program if measure == Measure::Wall => t.dispatch_ns,
             Cause::Program => t.program_ns(),
             Cause::Wakeup => t.wakeup_ns,
             Cause::Outside => r.outside_ns().unwrap_or(0),
@@ -455,7 +459,7 @@ pub fn diff(
         let mut causes: Vec<(Cause, i64)> = Cause::ALL
             .into_iter()
             .filter(|&c| c != Cause::Outside || measure == Measure::Wall)
-            .map(|c| (c, c.of(rb) - c.of(ra)))
+            .map(|c| (c, c.of(rb, measure) - c.of(ra, measure)))
             .filter(|&(_, n)| n != 0)
             .collect();
         causes.sort_by_key(|&(c, n)| (std::cmp::Reverse(n.unsigned_abs()), c));

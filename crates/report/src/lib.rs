@@ -269,8 +269,9 @@ fn per_test(out: &mut impl Write, rows: &[TestRow]) -> io::Result<()> {
 }
 
 /// Where a recorded phase's time went: `0.85 s waiting on the peer (3 requests to
-/// 127.0.0.1:5432), 2 ms network, 0.39 s outside sockets` (stall, program and wakeup when
-/// there were any).
+/// 127.0.0.1:5432), 2 ms network, 0.39 s outside sockets` (stall, dispatch, wakeup and
+/// connects when there were any). The parts add up to the wall time, but for overlaps of
+/// concurrent calls.
 fn test_causes(r: &TestRow) -> String {
     let x = &r.totals;
     let mut parts = Vec::new();
@@ -299,7 +300,7 @@ fn test_causes(r: &TestRow) -> String {
         parts.push(format!("{} network", duration(x.loss_delay_ns)));
         for (v, what) in [
             (x.stall_ns, "stalled (Nagle + delayed ACK)"),
-            (x.program_ns(), "program"),
+            (x.dispatch_ns, "dispatch"),
             (x.wakeup_ns, "wakeup"),
         ] {
             if v > 0 {
@@ -317,8 +318,14 @@ fn test_causes(r: &TestRow) -> String {
     if x.reads == 0 && x.sends > 0 {
         parts.push(format!("{} in sends", duration(x.send_blocked_ns)));
     }
+    // Data that waited in the buffer waited while the test was outside socket calls: a part of
+    // that time, not a part beside it.
     if let Some(outside) = r.outside_ns() {
-        parts.push(format!("{} outside sockets", duration(outside)));
+        let waiting = match x.buffer_wait_ns {
+            0 => String::new(),
+            n => format!(" ({} of it with an answer waiting unread)", duration(n)),
+        };
+        parts.push(format!("{} outside sockets{waiting}", duration(outside)));
     }
     parts.join(", ")
 }
