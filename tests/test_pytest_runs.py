@@ -245,6 +245,7 @@ def test_a_run_without_the_plugin_diffs_on_socket_time_and_says_so(ns, work, run
     assert "compared on time in socket calls only: run B has no test phase records" in r.stdout, r.stdout
     assert "test_query (call)" in r.stdout.split("\nslower (")[1], r.stdout
     assert "test_compute" in r.stdout.split("\nremoved (")[1], r.stdout
+    assert "outcome changed" not in r.stdout, "an outcome not recorded did not change"
 
 
 def test_xdist_workers_record_their_tests(ns, work):

@@ -232,6 +232,13 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     let joining = step("joining reads to packets");
     let result = blame(&analysis, &calls, threshold_ns);
     joining.finish_and_clear();
+    // The test phases, once for the report, the tables and the page.
+    let tests = netblame_correlate::test_rows(
+        &calls,
+        &result,
+        &netblame_correlate::summary::summarize(&calls, &result).by_test,
+        &phases,
+    );
     let host = match job.dataset {
         Some(_) => Some(hostname()?),
         None => None,
@@ -253,7 +260,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     .collect();
     if !outputs.is_empty() {
         let writing = step("writing the tables");
-        write_tables(&outputs, &analysis, &calls, &result, &phases)?;
+        write_tables(&outputs, &analysis, &calls, &result, &tests)?;
         writing.finish_and_clear();
     }
     let caveats = netblame_report::Caveats {
@@ -268,11 +275,11 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         &calls,
         &result,
         job.threshold_ms,
-        &phases,
+        &tests,
         &caveats,
     )?;
     if job.renders.any() {
-        render(job, &analysis, &calls, &result, &phases, &caveats)?;
+        render(job, &analysis, &calls, &result, &phases, &tests, &caveats)?;
     }
     Ok(())
 }
@@ -338,6 +345,7 @@ fn render(
     calls: &[SocketCall],
     result: &Blame,
     phases: &[netblame_correlate::TestPhase],
+    tests: &[netblame_correlate::TestRow],
     caveats: &netblame_report::Caveats,
 ) -> Result<()> {
     let r = &job.renders;
@@ -381,7 +389,7 @@ fn render(
                 title: &title,
                 threshold_ms: job.threshold_ms,
                 caveats,
-                phases,
+                tests,
             },
         )
         .and_then(|()| out.flush())
@@ -398,7 +406,7 @@ fn write_tables(
     analysis: &netblame_correlate::Analysis,
     calls: &[SocketCall],
     result: &Blame,
-    phases: &[netblame_correlate::TestPhase],
+    tests: &[netblame_correlate::TestRow],
 ) -> Result<()> {
     use netblame_export as x;
     type Build<'a> = Box<dyn Fn() -> Result<x::DataFrame, x::ExportError> + 'a>;
@@ -410,18 +418,7 @@ fn write_tables(
         ("sends", Box::new(|| x::sends_frame(calls, result))),
         ("connects", Box::new(|| x::connects_frame(calls, result))),
         ("exchanges", Box::new(|| x::exchanges_frame(calls, result))),
-        (
-            "tests",
-            Box::new(|| {
-                let sums = netblame_correlate::summary::summarize(calls, result);
-                x::tests_frame(&netblame_correlate::test_rows(
-                    calls,
-                    result,
-                    &sums.by_test,
-                    phases,
-                ))
-            }),
-        ),
+        ("tests", Box::new(|| x::tests_frame(tests))),
     ];
     let context = || {
         let dirs: Vec<String> = outputs

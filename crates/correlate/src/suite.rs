@@ -166,7 +166,9 @@ impl<'a> Intervals<'a> {
 
 /// Length of the union of `spans` within `[lo, hi)`.
 fn covered(spans: &mut [(i64, i64)], lo: i64, hi: i64) -> i64 {
-    spans.sort_unstable();
+    // Stable sort: it merges the runs already in order (a tag's reads, then its sends), so the
+    // usual input costs little more than a pass.
+    spans.sort();
     let (mut sum, mut reach) = (0i64, i64::MIN);
     for &(a, b) in spans.iter() {
         let (a, b) = (a.max(lo).max(reach), b.min(hi));
@@ -475,8 +477,11 @@ pub fn diff(
         if delta > 0 {
             d.largest_slowdown_ns = d.largest_slowdown_ns.max(Some(delta));
         }
-        if change.a.outcome != change.b.outcome {
-            d.outcome_changed.push(change.clone());
+        // An outcome changed only where both runs recorded one.
+        if let (Some(a), Some(b)) = (change.a.outcome, change.b.outcome) {
+            if a != b {
+                d.outcome_changed.push(change.clone());
+            }
         }
         if delta > min_change_ns {
             d.slower.push(change);
@@ -577,5 +582,9 @@ mod tests {
         assert_eq!(d.without_records, (true, false));
         assert_eq!(d.slower[0].delta_ns(), 30);
         assert!(d.slower[0].causes.iter().all(|&(c, _)| c != Cause::Outside));
+        assert!(
+            d.outcome_changed.is_empty(),
+            "no outcome recorded in A: none changed"
+        );
     }
 }

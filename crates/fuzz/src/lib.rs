@@ -96,16 +96,25 @@ pub fn analyze(data: &[u8]) {
         rejected_phases: 0,
     };
     let phases = phases_of(&calls.calls);
+    let sums = netblame_correlate::summary::summarize(&calls.calls, &result);
+    let tests = netblame_correlate::test_rows(&calls.calls, &result, &sums.by_test, &phases);
     let _ = netblame_report::write_text(
         &mut io::sink(),
         &analysis,
         &calls.calls,
         &result,
         1.0,
-        &phases,
+        &tests,
         &caveats,
     );
-    renders(capture, &analysis, &calls.calls, &result, &phases, &caveats);
+    renders(
+        capture,
+        &analysis,
+        &calls.calls,
+        &result,
+        (&phases, &tests),
+        &caveats,
+    );
 }
 
 /// Test phase records as the pytest plugin would write them around the calls tagged with a
@@ -136,7 +145,10 @@ fn renders(
     analysis: &Analysis,
     calls: &[netblame_correlate::SocketCall],
     result: &netblame_correlate::Blame,
-    phases: &[netblame_correlate::TestPhase],
+    (phases, tests): (
+        &[netblame_correlate::TestPhase],
+        &[netblame_correlate::TestRow],
+    ),
     caveats: &netblame_report::Caveats,
 ) {
     use netblame_report::{pass, perfetto::TraceWriter};
@@ -162,7 +174,7 @@ fn renders(
             title: "fuzz",
             threshold_ms: 1.0,
             caveats,
-            phases,
+            tests,
         },
     );
 }

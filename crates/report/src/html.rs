@@ -12,8 +12,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Analysis, Blame, PacketClass, ReadBlame, SocketCall, TestPhase, TestRow, Totals,
-    Verdict,
+    summary, Analysis, Blame, PacketClass, ReadBlame, SocketCall, TestRow, Totals, Verdict,
 };
 
 use crate::detail::{self, Detail, ReadGraph};
@@ -37,8 +36,8 @@ pub struct Page<'a> {
     pub title: &'a str,
     pub threshold_ms: f64,
     pub caveats: &'a Caveats<'a>,
-    /// The pytest plugin's records (none for a run without it).
-    pub phases: &'a [TestPhase],
+    /// The run's test phases (`netblame_correlate::test_rows`).
+    pub tests: &'a [TestRow<'a>],
 }
 
 /// HTML text escaping (also fit for attribute values in double quotes).
@@ -154,10 +153,7 @@ pub fn write_html(
     );
     overview(&mut h, all);
     caveats(&mut h, analysis, b, page.caveats);
-    tests_table(
-        &mut h,
-        &netblame_correlate::test_rows(calls, b, &sums.by_test, page.phases),
-    );
+    tests_table(&mut h, page.tests);
     let per_flow = &sums.by_flow;
     connections_table(&mut h, analysis, per_flow);
     requests_table(&mut h, calls, b);
@@ -1218,7 +1214,7 @@ mod tests {
                 title: "<empty>",
                 threshold_ms: 1.0,
                 caveats: &caveats,
-                phases: &[],
+                tests: &[],
             },
         )
         .unwrap();

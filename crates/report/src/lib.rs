@@ -349,7 +349,7 @@ pub fn write_text(
     calls: &[SocketCall],
     b: &Blame,
     threshold_ms: f64,
-    phases: &[TestPhase],
+    tests: &[TestRow],
     caveats: &Caveats,
 ) -> io::Result<()> {
     let sums = summary::summarize(calls, b);
@@ -410,10 +410,7 @@ pub fn write_text(
     slow_connects(out, calls, b)?;
     held_sends(out, calls, b, threshold_ms)?;
 
-    per_test(
-        out,
-        &netblame_correlate::test_rows(calls, b, &sums.by_test, phases),
-    )?;
+    per_test(out, tests)?;
     writeln!(out, "\nper connection (most time lost first):")?;
     let mut flows: Vec<_> = sums.by_flow.iter().collect();
     flows.sort_by_key(|(_, x)| std::cmp::Reverse(x.blamed_ns()));
