@@ -845,29 +845,27 @@ mod tests {
         assert_eq!(tcp_flags(0), "none");
     }
 
-    #[test]
-    fn an_empty_run_is_a_valid_empty_trace() {
-        let w = TraceWriter::new(
+    /// A writer for a run with nothing in it.
+    fn empty_trace() -> TraceWriter<Vec<u8>> {
+        TraceWriter::new(
             Vec::new(),
             &Analysis::default(),
             &[],
             &Blame::default(),
             &[],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn an_empty_run_is_a_valid_empty_trace() {
+        let w = empty_trace();
         assert_eq!(w.finish().unwrap(), TraceCounts::default());
     }
 
     #[test]
     fn packets_are_framed_as_trace_packet_fields_with_exact_nanoseconds() {
-        let mut w = TraceWriter::new(
-            Vec::new(),
-            &Analysis::default(),
-            &[],
-            &Blame::default(),
-            &[],
-        )
-        .unwrap();
+        let mut w = empty_trace();
         let p = PacketRecord {
             ts_ns: 1_796_000_000_123_456_789,
             flow_id: 3,
