@@ -58,6 +58,15 @@ def test_query(conn):
     for _ in range(3):
         assert ask(conn, b"GET x") == b"ok\\n"
 
+@pytest.mark.asyncio
+async def test_async_query():
+    import asyncio
+    r, w = await asyncio.open_connection("127.0.0.1", PORT)
+    w.write(b"GET x\\n")
+    assert await r.readline() == b"ok\\n"
+    w.close()
+    await w.wait_closed()
+
 def test_compute():
     t = time.perf_counter()
     while time.perf_counter() - t < 0.3:
@@ -121,7 +130,7 @@ def run_suite(ns, work, name, think_ms, *netblame_args, pytest_args=()):
                        cwd=work, env=env, capture_output=True, text=True, timeout=300)
     # pytest's exit status 1 (tests failed) is the command's, passed on by netblame.
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "1 failed, 3 passed, 1 skipped, 1 xfailed, 1 error" in r.stdout, r.stdout
+    assert "1 failed, 4 passed, 1 skipped, 1 xfailed, 1 error" in r.stdout, r.stdout
     assert not (out / "python").exists(), "the plugin is removed with the interposer"
     return out
 
@@ -156,6 +165,10 @@ def test_each_phase_has_its_time_outcome_and_time_outside_sockets(runs, run, thi
     assert outcomes[("test_skipped", "setup")] == "skipped"
     assert outcomes[("test_known_bug", "call")] == "xfailed"
     assert outcomes[("test_paths_given_stay_first", "call")] == "passed"
+    # pytest-asyncio's test: its one request, waited for in epoll, is the server's thinking.
+    aq = t[("test_async_query", "call")]
+    assert aq["outcome"] == "passed" and aq["requests"] == "1", aq
+    assert think * MS - 2 * MS <= int(aq["peer_wait_ns"]) <= int(aq["wall_ns"]), aq
     assert ("test_setup_error", "call") not in t, "pytest runs no call after a setup error"
     for r in t.values():
         wall, socket_ns, outside = int(r["wall_ns"]), int(r["socket_ns"]), int(r["outside_ns"])
