@@ -180,7 +180,9 @@ def assert_peer_slow(reads, api):
                                     for s in row["sends"] if s["first_sent_ns"]])
     print(f"\n{api}: peer {peer / MS:.3f} ms, server on the wire {answered / MS:.3f} ms")
     assert peer <= answered + 2 * MS, (peer, answered, r)
-    assert THINK_MS * MS - 2 * MS - in_send_after_wire <= peer <= THINK_MS * MS + 20 * MS, (in_send_after_wire, r)
+    # A server's sleep is punctual only from below: CI overslept 200 ms by 22.8 ms once (the
+    # server's time on the wire, which bounds the peer's above, said so). The ceiling is loose.
+    assert THINK_MS * MS - 2 * MS - in_send_after_wire <= peer <= THINK_MS * MS + 100 * MS, (in_send_after_wire, r)
     # The program's part is small beside the server's 200 ms; a JVM hands the ready socket from
     # its selector thread to a worker, which a loaded CI machine delayed 9.7 ms once.
     assert int(r["buffer_wait_ns"]) + int(r["dispatch_ns"]) < THINK_MS * MS // 10, r
