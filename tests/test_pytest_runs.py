@@ -355,3 +355,24 @@ def test_a_pytest_run_inside_a_test_is_that_tests_not_the_runs(tmp_path):
                for line in f.read_text().splitlines()]
     assert [(x["test"], x["phase"]) for x in records] == [
         ("test_nested.py::test_inner_run", p) for p in ("setup", "call", "teardown")], records
+
+
+def test_a_run_directory_that_cannot_name_a_dataset_run_is_refused_before_anything_is_made(tmp_path):
+    need_root("netblame run's capture")
+    out = tmp_path / "run=7"
+    r = subprocess.run([str(netblame_path()), "run", "--dataset", str(tmp_path / "ds"), "--out", str(out), "--",
+                        "true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "dataset run id" in r.stderr, r.stderr
+    assert not out.exists() and not (tmp_path / "ds").exists()
+
+
+def test_an_analysis_gives_the_same_tables_every_time(runs, tmp_path):
+    # Exchanges still under way at the end of a run were once listed in a hash map's order.
+    outs = []
+    for i in range(3):
+        out = tmp_path / f"t{i}"
+        r = subprocess.run([str(netblame_path()), "analyze", str(runs["b"]), "--csv", str(out)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append({p.name: p.read_bytes() for p in out.iterdir()} | {"report": r.stdout.encode()})
+    assert outs[0] == outs[1] == outs[2]

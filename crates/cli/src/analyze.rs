@@ -121,7 +121,9 @@ pub struct Dataset<'a> {
 /// The run id a run directory gives a dataset: its name, which must be a plain folder name (a
 /// hive partition `run=ID` cannot hold `/`, nor start a hidden or relative name).
 pub fn run_id(run_dir: &Path) -> Result<String> {
+    // The directory may not exist yet (`run` asks before it makes it).
     let name = std::fs::canonicalize(run_dir)
+        .or_else(|_| std::path::absolute(run_dir))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();

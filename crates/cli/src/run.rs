@@ -184,17 +184,12 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         SignalsInfo::<WithOrigin>::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
             .context("installing signal handlers")?;
     crate::capture::preflight(&args.capture)?;
-    make_run_dir(&out, &owners, RunDirUse::LoadsCode)?;
+    // Before anything is created: a run directory whose name cannot be a dataset's run id.
     let run_id = match &args.dataset {
-        Some(_) => match crate::analyze::run_id(&out) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                std::fs::remove_dir(&out).ok();
-                return Err(e);
-            }
-        },
+        Some(_) => Some(crate::analyze::run_id(&out)?),
         None => None,
     };
+    make_run_dir(&out, &owners, RunDirUse::LoadsCode)?;
     let capture_path = out.join(match args.format {
         crate::FileFormat::Pcap => "capture.pcap",
         crate::FileFormat::Pcapng => "capture.pcapng",

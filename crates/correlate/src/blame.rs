@@ -1114,28 +1114,14 @@ fn read_blame(
     // Stream byte k is position k + 1.
     let start = c.offset as i64 + 1;
     let end = start + c.bytes;
-    let spans = dir.timeline.spans();
-    let first = dir.timeline.index_from(start, hint);
-    let (mut ready_last, mut nominal, mut rexmit, mut covered) = (i64::MIN, i64::MIN, 0u64, 0i64);
-    let (mut ready_first, mut first_sent) = (None, i64::MIN);
-    for s in spans[first..].iter().take_while(|s| s.start < end) {
-        let overlap = s.end.min(end) - s.start.max(start);
-        if overlap <= 0 {
-            continue;
-        }
-        if s.start <= start {
-            ready_first = Some(s.delivered_ns);
-            first_sent = s.first_sent_ns;
-        }
-        covered += overlap;
-        r.segments += 1;
-        ready_last = ready_last.max(s.delivered_ns);
-        nominal = nominal.max(s.first_sent_ns);
-        if s.transmissions > 1 {
-            rexmit += overlap as u64;
-        }
-    }
-    let Some(ready_first) = ready_first.filter(|_| covered == end - start) else {
+    let times = dir.timeline.range(start, end, hint);
+    r.segments = times.spans;
+    let (ready_last, nominal, rexmit) = (
+        times.latest_delivered_ns,
+        times.latest_first_sent_ns,
+        times.retransmitted_bytes,
+    );
+    let Some((ready_first, first_sent)) = times.first.filter(|_| times.complete) else {
         r.verdict = Verdict::NotCaptured;
         return r;
     };

@@ -192,18 +192,24 @@ pub fn exchanges(
             _ => {}
         }
     }
-    for mut s in open.into_values() {
-        if let Some(o) = s.under_way {
-            out.extend(finish(
-                analysis,
-                calls,
-                b,
-                &read_of,
-                o,
-                &mut s.hints,
-                threshold_ns,
-            ));
-        }
+    // The exchanges still under way at the end, in the order of their last calls (not the
+    // map's, which is seeded at random: the tables must not change from one analysis to the
+    // next).
+    let mut last: Vec<(Open, [usize; 2])> = open
+        .into_values()
+        .filter_map(|s| Some((s.under_way?, s.hints)))
+        .collect();
+    last.sort_by_key(|(o, _)| (o.response.map_or(o.last_send, |r| r.2), o.first_send));
+    for (o, mut hints) in last {
+        out.extend(finish(
+            analysis,
+            calls,
+            b,
+            &read_of,
+            o,
+            &mut hints,
+            threshold_ns,
+        ));
     }
     out
 }
@@ -217,23 +223,13 @@ fn span<'a>(dir: &'a Direction, offset: u64, hint: &mut usize) -> Option<&'a Spa
 /// The latest delivery and latest first transmission over stream bytes `[from, to)`, and
 /// whether any of them was retransmitted; `None` unless every byte was captured.
 fn range_times(dir: &Direction, from: u64, to: u64, hint: &mut usize) -> Option<(i64, i64, bool)> {
-    let (start, end) = (from as i64 + 1, to as i64 + 1);
-    let first = dir.timeline.index_from(start, hint);
-    let (mut delivered, mut sent, mut rexmit, mut covered) = (i64::MIN, i64::MIN, false, 0);
-    for s in dir.timeline.spans()[first..]
-        .iter()
-        .take_while(|s| s.start < end)
-    {
-        let overlap = s.end.min(end) - s.start.max(start);
-        if overlap <= 0 {
-            continue;
-        }
-        covered += overlap;
-        delivered = delivered.max(s.delivered_ns);
-        sent = sent.max(s.first_sent_ns);
-        rexmit |= s.transmissions > 1;
-    }
-    (covered == end - start).then_some((delivered, sent, rexmit))
+    // Stream byte k is position k + 1.
+    let t = dir.timeline.range(from as i64 + 1, to as i64 + 1, hint);
+    t.complete.then_some((
+        t.latest_delivered_ns,
+        t.latest_first_sent_ns,
+        t.retransmitted_bytes > 0,
+    ))
 }
 
 /// Overlap of `[from, to)` with a list of holds (saturating: a damaged capture's holds may

@@ -41,6 +41,22 @@ pub struct ByteTimeline {
     ack_history: Vec<(i64, i64)>,
 }
 
+/// The capture times of a byte range (`ByteTimeline::range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeTimes {
+    /// Delivery and first transmission of the span holding the range's first byte.
+    pub first: Option<(i64, i64)>,
+    /// The latest delivery, and the latest first transmission, over the range.
+    pub latest_delivered_ns: i64,
+    pub latest_first_sent_ns: i64,
+    /// Bytes of the range sent more than once.
+    pub retransmitted_bytes: u64,
+    /// Spans (segments) that carried bytes of the range.
+    pub spans: u32,
+    /// Every byte of the range was captured.
+    pub complete: bool,
+}
+
 impl ByteTimeline {
     /// Gives back the room the vectors grew into beyond their contents.
     pub fn shrink_to_fit(&mut self) {
@@ -123,6 +139,39 @@ impl ByteTimeline {
         self.spans
             .get(self.index_from(pos, hint))
             .filter(|s| s.start <= pos)
+    }
+
+    /// What the spans over positions `[start, end)` say, in one walk from `*hint` (a read's
+    /// and an exchange's timing both need it).
+    pub fn range(&self, start: i64, end: i64, hint: &mut usize) -> RangeTimes {
+        let first = self.index_from(start, hint);
+        let mut t = RangeTimes {
+            first: None,
+            latest_delivered_ns: i64::MIN,
+            latest_first_sent_ns: i64::MIN,
+            retransmitted_bytes: 0,
+            spans: 0,
+            complete: false,
+        };
+        let mut covered = 0i64;
+        for s in self.spans[first..].iter().take_while(|s| s.start < end) {
+            let overlap = s.end.min(end) - s.start.max(start);
+            if overlap <= 0 {
+                continue;
+            }
+            if s.start <= start {
+                t.first = Some((s.delivered_ns, s.first_sent_ns));
+            }
+            covered += overlap;
+            t.spans += 1;
+            t.latest_delivered_ns = t.latest_delivered_ns.max(s.delivered_ns);
+            t.latest_first_sent_ns = t.latest_first_sent_ns.max(s.first_sent_ns);
+            if s.transmissions > 1 {
+                t.retransmitted_bytes += overlap as u64;
+            }
+        }
+        t.complete = covered == end - start;
+        t
     }
 
     /// True when some captured segment carried `pos`.
