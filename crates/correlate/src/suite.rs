@@ -115,7 +115,19 @@ pub struct TestRow<'a> {
     pub peers: Vec<(SocketAddr, u64)>,
 }
 
-impl TestRow<'_> {
+impl<'a> TestRow<'a> {
+    /// A row with these sums and nothing recorded or joined yet.
+    fn new(test: &'a str, phase: Option<&'a str>, totals: Totals) -> Self {
+        TestRow {
+            test,
+            phase,
+            totals,
+            recorded: None,
+            socket_ns: 0,
+            peers: Vec::new(),
+        }
+    }
+
     /// Wall time not spent waiting in socket calls.
     pub fn outside_ns(&self) -> Option<i64> {
         self.recorded.map(|r| (r.wall_ns - self.socket_ns).max(0))
@@ -190,28 +202,13 @@ pub fn test_rows<'a>(
 ) -> Vec<TestRow<'a>> {
     let mut rows: HashMap<(&'a str, Option<&'a str>), TestRow<'a>> = by_test
         .iter()
-        .map(|(&(test, phase), t)| {
-            let row = TestRow {
-                test,
-                phase,
-                totals: t.clone(),
-                recorded: None,
-                socket_ns: 0,
-                peers: Vec::new(),
-            };
-            ((test, phase), row)
-        })
+        .map(|(&(test, phase), t)| ((test, phase), TestRow::new(test, phase, t.clone())))
         .collect();
     for p in phases {
         let key = (&*p.test, Some(p.phase.as_str()));
-        let row = rows.entry(key).or_insert_with(|| TestRow {
-            test: key.0,
-            phase: key.1,
-            totals: Totals::default(),
-            recorded: None,
-            socket_ns: 0,
-            peers: Vec::new(),
-        });
+        let row = rows
+            .entry(key)
+            .or_insert_with(|| TestRow::new(key.0, key.1, Totals::default()));
         let wall = p.end_ns - p.start_ns;
         row.recorded = Some(match row.recorded {
             None => Recorded {
