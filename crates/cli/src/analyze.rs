@@ -400,9 +400,9 @@ fn render(
     Ok(())
 }
 
-/// Writes the seven tables (docs/tables.md) in each of `outputs`. One table at a time, each
-/// written in every format before the next is built (`packets` in batches), so that peak memory
-/// is about one table's.
+/// Writes the seven tables (docs/tables.md) in each of `outputs`, one at a time, every large
+/// one built and written in batches of rows (`netblame_export::write_batched`): peak memory is
+/// a batch's, not a table's.
 fn write_tables(
     outputs: &[TableOutput],
     analysis: &netblame_correlate::Analysis,
@@ -411,17 +411,9 @@ fn write_tables(
     tests: &[netblame_correlate::TestRow],
 ) -> Result<()> {
     use netblame_export as x;
-    type Build<'a> = Box<dyn Fn() -> Result<x::DataFrame, x::ExportError> + 'a>;
     if outputs.is_empty() {
         return Ok(());
     }
-    let tables: [(&str, Build); 5] = [
-        ("reads", Box::new(|| x::reads_frame(calls, result))),
-        ("sends", Box::new(|| x::sends_frame(calls, result))),
-        ("connects", Box::new(|| x::connects_frame(calls, result))),
-        ("exchanges", Box::new(|| x::exchanges_frame(calls, result))),
-        ("tests", Box::new(|| x::tests_frame(tests))),
-    ];
     let context = || {
         let dirs: Vec<String> = outputs
             .iter()
@@ -429,11 +421,35 @@ fn write_tables(
             .collect();
         format!("writing tables into {}", dirs.join(" and "))
     };
-    for (name, build) in tables {
-        let mut frame = build()?;
-        for out in outputs {
-            x::write_table(out, name, &mut frame).with_context(context)?;
-        }
-    }
-    x::write_capture_tables(analysis, outputs).with_context(context)
+    let (r, s, c, e) = (
+        &result.reads,
+        &result.sends,
+        &result.connects,
+        &result.exchanges,
+    );
+    x::write_batched(outputs, "reads", r.len(), |at| {
+        x::reads_frame(calls, &r[at], s)
+    })
+    .and_then(|()| {
+        x::write_batched(outputs, "sends", s.len(), |at| {
+            x::sends_frame(calls, &s[at])
+        })
+    })
+    .and_then(|()| {
+        x::write_batched(outputs, "connects", c.len(), |at| {
+            x::connects_frame(calls, &c[at])
+        })
+    })
+    .and_then(|()| {
+        x::write_batched(outputs, "exchanges", e.len(), |at| {
+            x::exchanges_frame(calls, &e[at])
+        })
+    })
+    .and_then(|()| {
+        x::write_batched(outputs, "tests", tests.len(), |at| {
+            x::tests_frame(&tests[at])
+        })
+    })
+    .and_then(|()| x::write_capture_tables(analysis, outputs))
+    .with_context(context)
 }

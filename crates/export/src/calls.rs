@@ -3,7 +3,7 @@
 
 use netblame_correlate::summary::split_test;
 use netblame_correlate::TestRow;
-use netblame_correlate::{Blame, SocketCall};
+use netblame_correlate::{ConnectTiming, Exchange, ReadBlame, SendTiming, SocketCall};
 use polars::prelude::*;
 
 use crate::ExportError;
@@ -56,9 +56,13 @@ fn call_columns(calls: &[SocketCall], rows: Vec<(usize, Option<u32>)>) -> Vec<Co
     ]
 }
 
-/// The `reads` table: one row per read call, joined to the capture.
-pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let r = &blame.reads;
+/// Rows `r` of the `reads` table: one row per read call, joined to the capture (`sends`: all
+/// of the join's sends, which a read's request refers to).
+pub fn reads_frame(
+    calls: &[SocketCall],
+    r: &[ReadBlame],
+    sends: &[SendTiming],
+) -> Result<DataFrame, ExportError> {
     let mut columns = call_columns(calls, r.iter().map(|b| (b.call, b.flow_id)).collect());
     columns.extend([
         col!(
@@ -127,23 +131,22 @@ pub fn reads_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
             Option<&str>,
             r.iter().map(|b| b
                 .request_held
-                .and_then(|i| blame.sends[i].held_by)
+                .and_then(|i| sends[i].held_by)
                 .map(|h| h.as_str()))
         ),
         col!(
             "request_wire_delay_ns",
             Option<i64>,
             r.iter()
-                .map(|b| b.request_held.and_then(|i| blame.sends[i].wire_delay_ns))
+                .map(|b| b.request_held.and_then(|i| sends[i].wire_delay_ns))
         ),
         col!("verdict", &str, r.iter().map(|b| b.verdict.as_str())),
     ]);
     frame("reads", r.len(), columns)
 }
 
-/// The `sends` table: one row per write call, joined to the capture.
-pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let s = &blame.sends;
+/// Rows `s` of the `sends` table: one row per write call, joined to the capture.
+pub fn sends_frame(calls: &[SocketCall], s: &[SendTiming]) -> Result<DataFrame, ExportError> {
     let mut columns = call_columns(calls, s.iter().map(|b| (b.call, b.flow_id)).collect());
     columns.extend([
         col!("send_blocked_ns", i64, s.iter().map(|b| b.send_blocked_ns)),
@@ -176,9 +179,8 @@ pub fn sends_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, Exp
     frame("sends", s.len(), columns)
 }
 
-/// The `connects` table: one row per TCP connect.
-pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let t = &blame.connects;
+/// Rows `t` of the `connects` table: one row per TCP connect.
+pub fn connects_frame(calls: &[SocketCall], t: &[ConnectTiming]) -> Result<DataFrame, ExportError> {
     let mut columns = call_columns(calls, t.iter().map(|x| (x.call, x.flow_id)).collect());
     columns.extend([
         col!(
@@ -204,18 +206,17 @@ pub fn connects_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, 
     frame("connects", t.len(), columns)
 }
 
-/// The `exchanges` table: one row per request -> response exchange of a connection the program
-/// made, timed from the capture.
-pub fn exchanges_frame(calls: &[SocketCall], blame: &Blame) -> Result<DataFrame, ExportError> {
-    let e = &blame.exchanges;
-    // One string per connection, not per row: a run has far fewer connections than requests.
+/// Rows `e` of the `exchanges` table: one row per request -> response exchange of a connection
+/// the program made, timed from the capture.
+pub fn exchanges_frame(calls: &[SocketCall], e: &[Exchange]) -> Result<DataFrame, ExportError> {
+    // One string per connection, not per row: a batch has far fewer connections than requests.
     let mut peers: std::collections::HashMap<usize, Option<String>> = Default::default();
     for x in e {
         peers
             .entry(x.open_call)
             .or_insert_with(|| calls[x.open_call].peer().map(|a| a.to_string()));
     }
-    let first = |x: &netblame_correlate::Exchange| &calls[x.first_send];
+    let first = |x: &Exchange| &calls[x.first_send];
     let tag = |x| split_test(first(x).test.as_deref());
     let columns = vec![
         col!("flow_id", u32, e.iter().map(|x| x.flow_id)),

@@ -378,9 +378,9 @@ impl Error for ExportError {
     }
 }
 
-/// Rows of the `packets` table built and written at a time: the table of a large capture is
-/// never whole in memory.
-const PACKET_BATCH: usize = if cfg!(test) { 3 } else { 1 << 20 };
+/// Rows of a table built and written at a time: a large table (reads, sends, exchanges and
+/// packets grow with the run) is never whole in memory.
+pub const BATCH_ROWS: usize = if cfg!(test) { 3 } else { 1 << 17 };
 
 /// A table being written in batches.
 enum BatchedTable {
@@ -388,8 +388,7 @@ enum BatchedTable {
     Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
 }
 
-/// Writes the capture's tables, `flows` and `packets` (in batches), into each of `outputs`
-/// (directory, format).
+/// Writes the capture's tables, `flows` and `packets`, into each of `outputs`.
 pub fn write_capture_tables(
     analysis: &Analysis,
     outputs: &[TableOutput],
@@ -399,15 +398,30 @@ pub fn write_capture_tables(
         write_table(out, "flows", &mut flows)?;
     }
     drop(flows);
-    write_packets(analysis, outputs)
+    let p = &analysis.packets;
+    write_batched(outputs, "packets", p.len(), |rows| {
+        packets_frame_rows(analysis, &p[rows])
+    })
 }
 
-/// Writes the `packets` table into each of `outputs` (directory, format), in batches.
-fn write_packets(analysis: &Analysis, outputs: &[TableOutput]) -> Result<(), ExportError> {
-    let mut batches = analysis.packets.chunks(PACKET_BATCH);
-    let mut frame = packets_frame_rows(analysis, batches.next().unwrap_or_default())?;
+/// Writes table `name` of `rows` rows into each of `outputs`, built [`BATCH_ROWS`] at a time by
+/// `build` (given the range of rows to build; an empty table is built once, for its columns).
+/// A CSV file is the same as one written whole; a Parquet file has a row group per batch.
+pub fn write_batched(
+    outputs: &[TableOutput],
+    name: &'static str,
+    rows: usize,
+    mut build: impl FnMut(std::ops::Range<usize>) -> Result<DataFrame, ExportError>,
+) -> Result<(), ExportError> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let mut batches = (0..rows.max(1))
+        .step_by(BATCH_ROWS)
+        .map(|at| at..rows.min(at + BATCH_ROWS));
+    let mut frame = build(batches.next().unwrap_or_default())?;
     let frame_error = |source| ExportError::Frame {
-        table: "packets",
+        table: name,
         source,
     };
     let mut writers: Vec<(PathBuf, BatchedTable, &TableOutput)> = Vec::new();
@@ -417,7 +431,7 @@ fn write_packets(analysis: &Analysis, outputs: &[TableOutput]) -> Result<(), Exp
             Some(f) => f.schema().clone(),
             None => frame.schema().clone(),
         };
-        let (path, file) = create_table_file(out.dir, "packets", format)?;
+        let (path, file) = create_table_file(out.dir, name, format)?;
         let writer = match format {
             TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
                 .include_header(true)
@@ -448,7 +462,7 @@ fn write_packets(analysis: &Analysis, outputs: &[TableOutput]) -> Result<(), Exp
             })?;
         }
         match batches.next() {
-            Some(rows) => frame = packets_frame_rows(analysis, rows)?,
+            Some(rows) => frame = build(rows)?,
             None => break,
         }
     }
@@ -596,6 +610,15 @@ mod tests {
         let csv = std::fs::read_to_string(dir.join("packets.csv")).unwrap();
         assert_eq!(csv.lines().count(), 8, "{csv}");
         assert_eq!(csv.matches("ts_ns").count(), 1);
+        // Byte for byte the CSV of the table written whole.
+        let whole_dir = dir.join("whole");
+        let mut whole = whole;
+        let path = write_table(
+            &out(&whole_dir, TableFormat::Csv, None),
+            "packets",
+            &mut whole,
+        );
+        assert_eq!(std::fs::read_to_string(path.unwrap()).unwrap(), csv);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
