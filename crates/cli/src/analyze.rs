@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use netblame_capture::CaptureReader;
 use netblame_correlate::{blame, Analysis, AnalyzerConfig, Blame, SocketCall};
-use netblame_export::{TableFormat, TableOutput};
+use netblame_export::{PacketTable, TableFormat, TableOutput};
 use netblame_instrument::{LogContents, LogError};
 use netblame_report::{pass, perfetto::TraceWriter, socket_calls};
 
@@ -151,12 +151,17 @@ pub struct Loaded {
 }
 
 /// Reads a run: the capture and the events (on a thread of their own when there is a core for
-/// it), and the pytest plugin's records; warns on stderr of damage and losses.
-pub fn load(job: &Job, config: AnalyzerConfig) -> Result<Loaded> {
+/// it), and the pytest plugin's records; warns on stderr of damage and losses. With `packets`,
+/// the packets table is written during the pass over the capture.
+pub fn load(
+    job: &Job,
+    config: AnalyzerConfig,
+    mut packets: Option<&mut PacketTable>,
+) -> Result<Loaded> {
     let (capture, events) = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
         std::thread::scope(|scope| {
             let events = scope.spawn(|| read_calls(job));
-            let capture = crate::flows::analyze_capture(job.capture, config);
+            let capture = crate::flows::analyze_capture(job.capture, config, packets.take());
             let events = events
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -164,7 +169,7 @@ pub fn load(job: &Job, config: AnalyzerConfig) -> Result<Loaded> {
         })
     } else {
         (
-            crate::flows::analyze_capture(job.capture, config),
+            crate::flows::analyze_capture(job.capture, config, packets),
             read_calls(job),
         )
     };
@@ -216,31 +221,6 @@ fn step(what: &str) -> ProgressBar {
 /// Analyses a capture and its events; prints the report to `out`.
 pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     refuse_to_overwrite_inputs(job)?;
-    let tables = job.csv.is_some() || job.parquet.is_some();
-    let config = AnalyzerConfig {
-        keep_packets: tables,
-        keep_request_heads: true,
-    };
-    let Loaded {
-        analysis,
-        calls,
-        phases,
-        rejected_events,
-        rejected_phases,
-        lost,
-        ..
-    } = load(job, config)?;
-    let threshold_ns = (job.threshold_ms * 1e6) as i64;
-    let joining = step("joining reads to packets");
-    let result = blame(&analysis, &calls, threshold_ns);
-    joining.finish_and_clear();
-    // The test phases, once for the report, the tables and the page.
-    let tests = netblame_correlate::test_rows(
-        &calls,
-        &result,
-        &netblame_correlate::summary::summarize(&calls, &result).by_test,
-        &phases,
-    );
     let host = match job.dataset {
         Some(_) => Some(hostname()?),
         None => None,
@@ -260,6 +240,39 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         })
     })
     .collect();
+    let context = || crate::flows::tables_context(&outputs);
+    // The packets table is written during the pass over the capture; the others after the join.
+    let mut packets = match outputs.is_empty() {
+        true => None,
+        false => Some(PacketTable::new(&outputs).with_context(context)?),
+    };
+    let config = AnalyzerConfig {
+        keep_packets: false,
+        keep_request_heads: true,
+    };
+    let Loaded {
+        analysis,
+        calls,
+        phases,
+        rejected_events,
+        rejected_phases,
+        lost,
+        ..
+    } = load(job, config, packets.as_mut())?;
+    if let Some(packets) = packets {
+        packets.finish().with_context(context)?;
+    }
+    let threshold_ns = (job.threshold_ms * 1e6) as i64;
+    let joining = step("joining reads to packets");
+    let result = blame(&analysis, &calls, threshold_ns);
+    joining.finish_and_clear();
+    // The test phases, once for the report, the tables and the page.
+    let tests = netblame_correlate::test_rows(
+        &calls,
+        &result,
+        &netblame_correlate::summary::summarize(&calls, &result).by_test,
+        &phases,
+    );
     if !outputs.is_empty() {
         let writing = step("writing the tables");
         write_tables(&outputs, &analysis, &calls, &result, &tests)?;
@@ -400,7 +413,7 @@ fn render(
     Ok(())
 }
 
-/// Writes the seven tables (docs/tables.md) in each of `outputs`, one at a time, every large
+/// Writes the tables (docs/tables.md) but `packets` in each of `outputs`, one at a time, every large
 /// one built and written in batches of rows (`netblame_export::write_batched`): peak memory is
 /// a batch's, not a table's.
 fn write_tables(
@@ -414,13 +427,6 @@ fn write_tables(
     if outputs.is_empty() {
         return Ok(());
     }
-    let context = || {
-        let dirs: Vec<String> = outputs
-            .iter()
-            .map(|o| o.dir.display().to_string())
-            .collect();
-        format!("writing tables into {}", dirs.join(" and "))
-    };
     let (r, s, c, e) = (
         &result.reads,
         &result.sends,
@@ -450,6 +456,6 @@ fn write_tables(
             x::tests_frame(&tests[at])
         })
     })
-    .and_then(|()| x::write_capture_tables(analysis, outputs))
-    .with_context(context)
+    .and_then(|()| x::write_flows(analysis, outputs))
+    .with_context(|| crate::flows::tables_context(outputs))
 }

@@ -29,7 +29,8 @@ fn analysed(dir: &Path) -> Result<(Loaded, netblame_correlate::Blame)> {
         keep_packets: false,
         keep_request_heads: false,
     };
-    let loaded = load(&job, config).with_context(|| format!("analysing {}", dir.display()))?;
+    let loaded =
+        load(&job, config, None).with_context(|| format!("analysing {}", dir.display()))?;
     let blame = netblame_correlate::blame(&loaded.analysis, &loaded.calls, 1_000_000);
     Ok((loaded, blame))
 }

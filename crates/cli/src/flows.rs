@@ -10,7 +10,7 @@ use netblame_capture::{CaptureReader, FileStats, ReadError};
 use netblame_correlate::{
     decode_frame, Analysis, Analyzer, AnalyzerConfig, DecodeError, Flow, Protocol, Segment,
 };
-use netblame_export::{Cell, TableFormat};
+use netblame_export::{Cell, PacketTable, TableFormat, TableOutput};
 use serde_json::{json, Map, Value};
 
 use crate::FlowsArgs;
@@ -44,23 +44,40 @@ const BATCH: usize = 1024;
 /// follows the connections (flow state, byte timelines), which must see the packets in order.
 /// Batches go one way and come back empty to be reused. With one core to run on (the process's
 /// affinity or CPU quota) the two halves run in turn on this thread, as the threads would.
-pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis, FileStats)> {
+///
+/// With `packets`, the packets table is written as the analysis goes (`keep_packets` is set
+/// for it, and the analysis returned keeps none).
+pub fn analyze_capture(
+    path: &Path,
+    mut config: AnalyzerConfig,
+    mut packets: Option<&mut PacketTable>,
+) -> Result<(Analysis, FileStats)> {
     let mut reader = CaptureReader::open(path)?;
+    config.keep_packets |= packets.is_some();
     let mut analyzer = Analyzer::new(config);
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     let bar = crate::analyze::progress(size, "reading the capture");
     let read = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        read_in_parallel(reader, &mut analyzer, &bar, config.keep_request_heads)
+        read_in_parallel(
+            reader,
+            &mut analyzer,
+            &bar,
+            config.keep_request_heads,
+            &mut packets,
+        )
     } else {
         // One core: the threads would only take turns.
         let mut frames = 0u32;
-        let mut read = || -> Result<FileStats, ReadError> {
+        let mut read = || -> Result<FileStats> {
             while let Some(p) = reader.next_packet()? {
                 frames = frames.wrapping_add(1);
                 if frames % 8192 == 0 {
                     bar.set_position(p.file_offset);
                 }
                 analyzer.add_frame(p.ts_ns, p.link_type, p.data, p.orig_len);
+                if frames % BATCH as u32 == 0 {
+                    write_packets(&mut analyzer, &mut packets)?;
+                }
             }
             Ok(reader.stats().clone())
         };
@@ -68,6 +85,7 @@ pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis,
     };
     bar.finish_and_clear();
     let stats = read?;
+    write_packets(&mut analyzer, &mut packets)?;
     if let Some(offset) = stats.truncated_at {
         eprintln!(
             "netblame: warning: {}: the file ends inside a record at byte offset {offset} (was the capture killed?); \
@@ -79,13 +97,25 @@ pub fn analyze_capture(path: &Path, config: AnalyzerConfig) -> Result<(Analysis,
     Ok((analyzer.finish(), stats))
 }
 
+/// Hands the packets the analyzer made since the last call to the packets table, if any.
+fn write_packets(analyzer: &mut Analyzer, packets: &mut Option<&mut PacketTable>) -> Result<()> {
+    if let Some(table) = packets {
+        let (flows, made) = analyzer.drain_packets_of_flows();
+        table
+            .add(flows, made)
+            .context("writing the packets table")?;
+    }
+    Ok(())
+}
+
 /// The reading and decoding thread, and the analysis on this one.
 fn read_in_parallel(
     mut reader: CaptureReader<std::fs::File>,
     analyzer: &mut Analyzer,
     bar: &indicatif::ProgressBar,
     heads: bool,
-) -> Result<FileStats, ReadError> {
+    packets: &mut Option<&mut PacketTable>,
+) -> Result<FileStats> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(8);
     let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
     let progress = bar.clone();
@@ -121,6 +151,7 @@ fn read_in_parallel(
             }
             Ok(reader.stats().clone())
         });
+        let mut written = Ok(());
         for mut batch in full_rx {
             for (ts_ns, decoded, payload) in batch.frames.drain(..) {
                 match decoded {
@@ -130,31 +161,49 @@ fn read_in_parallel(
                     Err(e) => analyzer.record_undecoded(ts_ns, &e),
                 }
             }
+            written = write_packets(analyzer, packets);
+            if written.is_err() {
+                // Dropping the channel stops the reading thread at its next batch.
+                break;
+            }
             batch.payloads.clear();
             let _ = empty_tx.send(batch);
         }
-        reading
+        let read = reading
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written?;
+        Ok(read?)
     })
 }
 
 pub fn run(args: &FlowsArgs) -> Result<()> {
-    let tables = args.csv.is_some() || args.parquet.is_some();
-    let (analysis, stats) = analyze_capture(
-        &args.file,
-        AnalyzerConfig {
-            keep_packets: tables,
-            keep_request_heads: false,
-        },
-    )?;
-    for (dir, format) in [
+    let outputs: Vec<TableOutput> = [
         (&args.csv, TableFormat::Csv),
         (&args.parquet, TableFormat::Parquet),
-    ] {
-        if let Some(dir) = dir {
-            write_tables(dir, &analysis, format)?;
-        }
+    ]
+    .into_iter()
+    .filter_map(|(dir, format)| {
+        Some(TableOutput {
+            dir: dir.as_deref()?,
+            format,
+            host: None,
+        })
+    })
+    .collect();
+    let context = || tables_context(&outputs);
+    let mut packets = match outputs.is_empty() {
+        true => None,
+        false => Some(PacketTable::new(&outputs).with_context(context)?),
+    };
+    let config = AnalyzerConfig {
+        keep_packets: false,
+        keep_request_heads: false,
+    };
+    let (analysis, stats) = analyze_capture(&args.file, config, packets.as_mut())?;
+    if let Some(packets) = packets {
+        packets.finish().with_context(context)?;
+        netblame_export::write_flows(&analysis, &outputs).with_context(context)?;
     }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -173,16 +222,13 @@ pub fn run(args: &FlowsArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_tables(dir: &Path, analysis: &Analysis, format: TableFormat) -> Result<()> {
-    netblame_export::write_capture_tables(
-        analysis,
-        &[netblame_export::TableOutput {
-            dir,
-            format,
-            host: None,
-        }],
-    )
-    .with_context(|| format!("writing tables into {}", dir.display()))
+/// What an error writing tables into `outputs` says it was doing.
+pub fn tables_context(outputs: &[TableOutput]) -> String {
+    let dirs: Vec<String> = outputs
+        .iter()
+        .map(|o| o.dir.display().to_string())
+        .collect();
+    format!("writing tables into {}", dirs.join(" and "))
 }
 
 fn record_json(record: &netblame_export::Record) -> Value {

@@ -800,6 +800,13 @@ impl Analyzer {
         self.packets.drain(..)
     }
 
+    /// The flows so far (in order of their first packet; a flow's id is its index + 1) and the
+    /// packet records kept since the last drain: what a `packets` table written during the
+    /// pass needs.
+    pub fn drain_packets_of_flows(&mut self) -> (&[Flow], std::vec::Drain<'_, PacketRecord>) {
+        (&self.flows, self.packets.drain(..))
+    }
+
     /// Ends the pass: counts the holes never filled.
     pub fn finish(mut self) -> Analysis {
         for flow in &mut self.flows {

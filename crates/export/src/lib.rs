@@ -203,32 +203,43 @@ pub fn flag_string(flags: u8) -> String {
 
 /// The `packets` table: one row per TCP/UDP packet, built column by column.
 pub fn packets_frame(analysis: &Analysis) -> Result<DataFrame, ExportError> {
-    packets_frame_rows(analysis, &analysis.packets)
+    let ends: Vec<FlowEnds> = analysis.flows.iter().map(FlowEnds::new).collect();
+    packets_frame_rows(&ends, &analysis.packets)
 }
 
-/// The `packets` table of some of the analysis's packets.
-fn packets_frame_rows(analysis: &Analysis, p: &[PacketRecord]) -> Result<DataFrame, ExportError> {
+/// What a `packets` row says of its flow, made once a flow rather than once a packet.
+struct FlowEnds {
+    proto: &'static str,
+    addrs: [String; 2],
+    ports: [u16; 2],
+}
+
+impl FlowEnds {
+    fn new(f: &Flow) -> FlowEnds {
+        FlowEnds {
+            proto: f.protocol.as_str(),
+            addrs: f.endpoints.map(|e| e.addr.to_string()),
+            ports: f.endpoints.map(|e| e.port),
+        }
+    }
+}
+
+/// The `packets` table of packets `p` of flows `ends` (by flow id - 1).
+fn packets_frame_rows(ends: &[FlowEnds], p: &[PacketRecord]) -> Result<DataFrame, ExportError> {
     // Every flag combination's letters, made once rather than once a packet.
     let flag_strings: Vec<String> = (0..=u8::MAX).map(flag_string).collect();
-    let flow = |r: &PacketRecord| &analysis.flows[r.flow_id as usize - 1];
-    let ep = |r: &PacketRecord, sender: bool| {
+    let flow = |r: &PacketRecord| &ends[r.flow_id as usize - 1];
+    // The sender's end (0) or the receiver's (1) of a packet.
+    let end = |r: &PacketRecord, sender: bool| {
         let d = usize::from(r.dir);
-        flow(r).endpoints[if sender { d } else { 1 - d }]
+        if sender {
+            d
+        } else {
+            1 - d
+        }
     };
-    let addr_strings: Vec<[String; 2]> = analysis
-        .flows
-        .iter()
-        .map(|f| {
-            [
-                f.endpoints[0].addr.to_string(),
-                f.endpoints[1].addr.to_string(),
-            ]
-        })
-        .collect();
-    let addr = |r: &PacketRecord, sender: bool| {
-        let d = usize::from(r.dir);
-        addr_strings[r.flow_id as usize - 1][if sender { d } else { 1 - d }].as_str()
-    };
+    let addr = |r: &PacketRecord, sender: bool| flow(r).addrs[end(r, sender)].as_str();
+    let port = |r: &PacketRecord, sender: bool| u32::from(flow(r).ports[end(r, sender)]);
     let columns = vec![
         Column::new(
             "ts_ns".into(),
@@ -240,9 +251,7 @@ fn packets_frame_rows(analysis: &Analysis, p: &[PacketRecord]) -> Result<DataFra
         ),
         Column::new(
             "proto".into(),
-            p.iter()
-                .map(|r| flow(r).protocol.as_str())
-                .collect::<Vec<&str>>(),
+            p.iter().map(|r| flow(r).proto).collect::<Vec<&str>>(),
         ),
         Column::new(
             "direction".into(),
@@ -256,9 +265,7 @@ fn packets_frame_rows(analysis: &Analysis, p: &[PacketRecord]) -> Result<DataFra
         ),
         Column::new(
             "src_port".into(),
-            p.iter()
-                .map(|r| u32::from(ep(r, true).port))
-                .collect::<Vec<u32>>(),
+            p.iter().map(|r| port(r, true)).collect::<Vec<u32>>(),
         ),
         Column::new(
             "dst_addr".into(),
@@ -266,9 +273,7 @@ fn packets_frame_rows(analysis: &Analysis, p: &[PacketRecord]) -> Result<DataFra
         ),
         Column::new(
             "dst_port".into(),
-            p.iter()
-                .map(|r| u32::from(ep(r, false).port))
-                .collect::<Vec<u32>>(),
+            p.iter().map(|r| port(r, false)).collect::<Vec<u32>>(),
         ),
         Column::new(
             "rel_seq".into(),
@@ -382,26 +387,175 @@ impl Error for ExportError {
 /// packets grow with the run) is never whole in memory.
 pub const BATCH_ROWS: usize = if cfg!(test) { 3 } else { 1 << 17 };
 
+/// Writes the capture's tables, `flows` and `packets`, into each of `outputs`, from an analysis
+/// that kept its packets (tests; `analyze` and `flows` write `packets` during the pass, with
+/// [`PacketTable`], and `flows` with [`write_flows`]).
+pub fn write_capture_tables(
+    analysis: &Analysis,
+    outputs: &[TableOutput],
+) -> Result<(), ExportError> {
+    write_flows(analysis, outputs)?;
+    let mut packets = PacketTable::new(outputs)?;
+    packets.add(&analysis.flows, analysis.packets.iter().copied())?;
+    packets.finish()
+}
+
+/// Writes the `flows` table into each of `outputs`.
+pub fn write_flows(analysis: &Analysis, outputs: &[TableOutput]) -> Result<(), ExportError> {
+    let mut flows = flows_frame(analysis)?;
+    for out in outputs {
+        write_table(out, "flows", &mut flows)?;
+    }
+    Ok(())
+}
+
+/// The `packets` table, written while the capture is read: rows come in as the analyzer makes
+/// them (`Analyzer::drain_packets`) and are built and written [`BATCH_ROWS`] at a time, so the
+/// packets of a run are never all in memory.
+pub struct PacketTable<'a> {
+    writers: TableWriters<'a>,
+    /// The flows seen so far, by id - 1.
+    ends: Vec<FlowEnds>,
+    pending: Vec<PacketRecord>,
+    written: bool,
+}
+
+impl fmt::Debug for PacketTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let paths: Vec<&PathBuf> = self.writers.writers.iter().map(|w| &w.0).collect();
+        f.debug_struct("PacketTable")
+            .field("files", &paths)
+            .field("flows", &self.ends.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl<'a> PacketTable<'a> {
+    /// Creates `packets` in each of `outputs`.
+    pub fn new(outputs: &'a [TableOutput<'a>]) -> Result<PacketTable<'a>, ExportError> {
+        let empty = packets_frame_rows(&[], &[])?;
+        Ok(PacketTable {
+            writers: TableWriters::new(outputs, "packets", &empty)?,
+            ends: Vec::new(),
+            pending: Vec::with_capacity(BATCH_ROWS),
+            written: false,
+        })
+    }
+
+    /// Adds packets of `flows` (the flows so far: a packet's flow is one of them).
+    pub fn add(
+        &mut self,
+        flows: &[Flow],
+        packets: impl IntoIterator<Item = PacketRecord>,
+    ) -> Result<(), ExportError> {
+        self.ends
+            .extend(flows[self.ends.len()..].iter().map(FlowEnds::new));
+        for p in packets {
+            self.pending.push(p);
+            if self.pending.len() == BATCH_ROWS {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ExportError> {
+        let frame = packets_frame_rows(&self.ends, &self.pending)?;
+        self.pending.clear();
+        self.written = true;
+        self.writers.write(&frame)
+    }
+
+    /// Writes the last rows and closes the files.
+    pub fn finish(mut self) -> Result<(), ExportError> {
+        if !self.pending.is_empty() || !self.written {
+            self.flush()?;
+        }
+        self.writers.finish()
+    }
+}
+
 /// A table being written in batches.
 enum BatchedTable {
     Csv(polars::io::csv::write::BatchedWriter<BufWriter<File>>),
     Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
 }
 
-/// Writes the capture's tables, `flows` and `packets`, into each of `outputs`.
-pub fn write_capture_tables(
-    analysis: &Analysis,
-    outputs: &[TableOutput],
-) -> Result<(), ExportError> {
-    let mut flows = flows_frame(analysis)?;
-    for out in outputs {
-        write_table(out, "flows", &mut flows)?;
+/// One table being written in batches into each of several outputs.
+struct TableWriters<'a> {
+    name: &'static str,
+    writers: Vec<(PathBuf, BatchedTable, &'a TableOutput<'a>)>,
+}
+
+impl<'a> TableWriters<'a> {
+    /// Creates `name` in each of `outputs`, for frames with the columns of `like`.
+    fn new(
+        outputs: &'a [TableOutput<'a>],
+        name: &'static str,
+        like: &DataFrame,
+    ) -> Result<TableWriters<'a>, ExportError> {
+        let frame_error = |source| ExportError::Frame {
+            table: name,
+            source,
+        };
+        let mut writers = Vec::with_capacity(outputs.len());
+        for out in outputs {
+            let format = out.format;
+            let schema = match out.with_host(like).map_err(frame_error)? {
+                Some(f) => f.schema().clone(),
+                None => like.schema().clone(),
+            };
+            let (path, file) = create_table_file(out.dir, name, format)?;
+            let writer = match format {
+                TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
+                    .include_header(true)
+                    .batched(&schema)
+                    .map(BatchedTable::Csv),
+                TableFormat::Parquet => ParquetWriter::new(file)
+                    .with_compression(ParquetCompression::Zstd(None))
+                    .batched(&schema)
+                    .map(|w| BatchedTable::Parquet(Box::new(w))),
+            };
+            let writer = writer.map_err(|source| ExportError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            writers.push((path, writer, out));
+        }
+        Ok(TableWriters { name, writers })
     }
-    drop(flows);
-    let p = &analysis.packets;
-    write_batched(outputs, "packets", p.len(), |rows| {
-        packets_frame_rows(analysis, &p[rows])
-    })
+
+    /// Writes the rows of `frame` (the table's columns) into every output.
+    fn write(&mut self, frame: &DataFrame) -> Result<(), ExportError> {
+        for (path, w, out) in &mut self.writers {
+            let tagged = out.with_host(frame).map_err(|source| ExportError::Frame {
+                table: self.name,
+                source,
+            })?;
+            let rows = tagged.as_ref().unwrap_or(frame);
+            let written = match w {
+                BatchedTable::Csv(w) => w.write_batch(rows),
+                BatchedTable::Parquet(w) => w.write_batch(rows),
+            };
+            written.map_err(|source| ExportError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), ExportError> {
+        for (path, mut w, _) in self.writers {
+            let finished = match &mut w {
+                BatchedTable::Csv(w) => w.finish(),
+                BatchedTable::Parquet(w) => w.finish().map(drop),
+            };
+            finished.map_err(|source| ExportError::Write { path, source })?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes table `name` of `rows` rows into each of `outputs`, built [`BATCH_ROWS`] at a time by
@@ -419,64 +573,14 @@ pub fn write_batched(
     let mut batches = (0..rows.max(1))
         .step_by(BATCH_ROWS)
         .map(|at| at..rows.min(at + BATCH_ROWS));
-    let mut frame = build(batches.next().unwrap_or_default())?;
-    let frame_error = |source| ExportError::Frame {
-        table: name,
-        source,
-    };
-    let mut writers: Vec<(PathBuf, BatchedTable, &TableOutput)> = Vec::new();
-    for out in outputs {
-        let format = out.format;
-        let schema = match out.with_host(&frame).map_err(frame_error)? {
-            Some(f) => f.schema().clone(),
-            None => frame.schema().clone(),
-        };
-        let (path, file) = create_table_file(out.dir, name, format)?;
-        let writer = match format {
-            TableFormat::Csv => CsvWriter::new(BufWriter::new(file))
-                .include_header(true)
-                .batched(&schema)
-                .map(BatchedTable::Csv),
-            TableFormat::Parquet => ParquetWriter::new(file)
-                .with_compression(ParquetCompression::Zstd(None))
-                .batched(&schema)
-                .map(|w| BatchedTable::Parquet(Box::new(w))),
-        };
-        let writer = writer.map_err(|source| ExportError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        writers.push((path, writer, out));
+    let frame = build(batches.next().unwrap_or_default())?;
+    let mut writers = TableWriters::new(outputs, name, &frame)?;
+    writers.write(&frame)?;
+    drop(frame);
+    for rows in batches {
+        writers.write(&build(rows)?)?;
     }
-    loop {
-        for (path, w, out) in &mut writers {
-            let tagged = out.with_host(&frame).map_err(frame_error)?;
-            let rows = tagged.as_ref().unwrap_or(&frame);
-            let written = match w {
-                BatchedTable::Csv(w) => w.write_batch(rows),
-                BatchedTable::Parquet(w) => w.write_batch(rows),
-            };
-            written.map_err(|source| ExportError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        match batches.next() {
-            Some(rows) => frame = build(rows)?,
-            None => break,
-        }
-    }
-    for (path, w, _) in &mut writers {
-        let finished = match w {
-            BatchedTable::Csv(w) => w.finish(),
-            BatchedTable::Parquet(w) => w.finish().map(drop),
-        };
-        finished.map_err(|source| ExportError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Ok(())
+    writers.finish()
 }
 
 /// Creates `dir/name.EXT` (and `dir`).
