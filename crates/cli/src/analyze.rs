@@ -266,16 +266,11 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     let joining = step("joining reads to packets");
     let result = blame(&analysis, &calls, threshold_ns);
     joining.finish_and_clear();
-    // The test phases, once for the report, the tables and the page.
-    let tests = netblame_correlate::test_rows(
-        &calls,
-        &result,
-        &netblame_correlate::summary::summarize(&calls, &result).by_test,
-        &phases,
-    );
+    // The sums and test phases, once for the report, the tables and the page.
+    let summary = netblame_correlate::RunSummary::new(&calls, &result, &phases);
     if !outputs.is_empty() {
         let writing = step("writing the tables");
-        write_tables(&outputs, &analysis, &calls, &result, &tests)?;
+        write_tables(&outputs, &analysis, &calls, &result, &summary.tests)?;
         writing.finish_and_clear();
     }
     let caveats = netblame_report::Caveats {
@@ -290,11 +285,11 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         &calls,
         &result,
         job.threshold_ms,
-        &tests,
+        &summary,
         &caveats,
     )?;
     if job.renders.any() {
-        render(job, &analysis, &calls, &result, &phases, &tests, &caveats)?;
+        render(job, &analysis, &calls, &result, &phases, &summary, &caveats)?;
     }
     Ok(())
 }
@@ -360,7 +355,7 @@ fn render(
     calls: &[SocketCall],
     result: &Blame,
     phases: &[netblame_correlate::TestPhase],
-    tests: &[netblame_correlate::TestRow],
+    summary: &netblame_correlate::RunSummary,
     caveats: &netblame_report::Caveats,
 ) -> Result<()> {
     let r = &job.renders;
@@ -404,7 +399,7 @@ fn render(
                 title: &title,
                 threshold_ms: job.threshold_ms,
                 caveats,
-                tests,
+                summary,
             },
         )
         .and_then(|()| out.flush())

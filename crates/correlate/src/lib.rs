@@ -29,7 +29,7 @@ pub use flows::{
 pub use request::{name_request, AppProtocol, RequestName};
 pub use seq::{SeqNumber, SeqUnwrapper};
 pub use suite::{test_rows, Cause, Measure, Outcome, Phase, RunDiff, TestPhase, TestRow};
-pub use summary::{split_test, Totals};
+pub use summary::{split_test, RunSummary, Totals};
 pub use timeline::{ByteTimeline, RangeTimes, Span, TxOutcome};
 
 #[cfg(test)]

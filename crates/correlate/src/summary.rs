@@ -269,6 +269,27 @@ pub struct Summaries<'a> {
     pub by_flow: BTreeMap<Option<u32>, Totals>,
 }
 
+/// What the reports show of a run besides the join itself, made once for the text, the page
+/// and the tables: the sums, and a row per test phase (`crate::suite::test_rows`).
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary<'a> {
+    pub sums: Summaries<'a>,
+    pub tests: Vec<crate::suite::TestRow<'a>>,
+}
+
+impl<'a> RunSummary<'a> {
+    /// Sums the joined calls and makes the test rows (with pytest's phases, if recorded).
+    pub fn new(
+        calls: &'a [SocketCall],
+        blame: &Blame,
+        phases: &'a [crate::suite::TestPhase],
+    ) -> RunSummary<'a> {
+        let sums = summarize(calls, blame);
+        let tests = crate::suite::test_rows(calls, blame, &sums.by_test, phases);
+        RunSummary { sums, tests }
+    }
+}
+
 /// The three sums in one pass over the joined calls (a run holds millions: each pass costs
 /// a walk through all of them).
 pub fn summarize<'a>(calls: &'a [SocketCall], blame: &Blame) -> Summaries<'a> {

@@ -96,15 +96,14 @@ pub fn analyze(data: &[u8]) {
         rejected_phases: 0,
     };
     let phases = phases_of(&calls.calls);
-    let sums = netblame_correlate::summary::summarize(&calls.calls, &result);
-    let tests = netblame_correlate::test_rows(&calls.calls, &result, &sums.by_test, &phases);
+    let summary = netblame_correlate::RunSummary::new(&calls.calls, &result, &phases);
     let _ = netblame_report::write_text(
         &mut io::sink(),
         &analysis,
         &calls.calls,
         &result,
         1.0,
-        &tests,
+        &summary,
         &caveats,
     );
     renders(
@@ -112,7 +111,7 @@ pub fn analyze(data: &[u8]) {
         &analysis,
         &calls.calls,
         &result,
-        (&phases, &tests),
+        (&phases, &summary),
         &caveats,
     );
 }
@@ -145,9 +144,9 @@ fn renders(
     analysis: &Analysis,
     calls: &[netblame_correlate::SocketCall],
     result: &netblame_correlate::Blame,
-    (phases, tests): (
+    (phases, summary): (
         &[netblame_correlate::TestPhase],
-        &[netblame_correlate::TestRow],
+        &netblame_correlate::RunSummary,
     ),
     caveats: &netblame_report::Caveats,
 ) {
@@ -174,7 +173,7 @@ fn renders(
             title: "fuzz",
             threshold_ms: 1.0,
             caveats,
-            tests,
+            summary,
         },
     );
 }

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Analysis, Blame, PacketClass, ReadBlame, SocketCall, TestRow, Totals, Verdict,
+    summary, Analysis, Blame, PacketClass, ReadBlame, RunSummary, SocketCall, TestRow, Totals,
+    Verdict,
 };
 
 use crate::detail::{self, Detail, ReadGraph};
@@ -36,8 +37,8 @@ pub struct Page<'a> {
     pub title: &'a str,
     pub threshold_ms: f64,
     pub caveats: &'a Caveats<'a>,
-    /// The run's test phases (`netblame_correlate::test_rows`).
-    pub tests: &'a [TestRow<'a>],
+    /// The run's sums and test phases.
+    pub summary: &'a RunSummary<'a>,
 }
 
 /// HTML text escaping (also fit for attribute values in double quotes).
@@ -126,7 +127,7 @@ pub fn write_html(
     page: &Page,
 ) -> io::Result<()> {
     let mut h = String::with_capacity(1 << 20);
-    let sums = summary::summarize(calls, b);
+    let sums = &page.summary.sums;
     let all = &sums.overall;
     let _ = write!(
         h,
@@ -153,7 +154,7 @@ pub fn write_html(
     );
     overview(&mut h, all);
     caveats(&mut h, analysis, b, page.caveats);
-    tests_table(&mut h, page.tests);
+    tests_table(&mut h, &page.summary.tests);
     let per_flow = &sums.by_flow;
     connections_table(&mut h, analysis, per_flow);
     requests_table(&mut h, calls, b);
@@ -1214,7 +1215,7 @@ mod tests {
                 title: "<empty>",
                 threshold_ms: 1.0,
                 caveats: &caveats,
-                tests: &[],
+                summary: &RunSummary::default(),
             },
         )
         .unwrap();

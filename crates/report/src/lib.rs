@@ -17,8 +17,8 @@ pub mod perfetto;
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, SocketCall, TestPhase, TestRow,
-    Totals, Verdict,
+    summary, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, RunSummary, SocketCall,
+    TestPhase, TestRow, Totals, Verdict,
 };
 use netblame_instrument::{Event, Kind, LostCalls, PhaseLog, Proto};
 
@@ -349,10 +349,10 @@ pub fn write_text(
     calls: &[SocketCall],
     b: &Blame,
     threshold_ms: f64,
-    tests: &[TestRow],
+    summary: &RunSummary,
     caveats: &Caveats,
 ) -> io::Result<()> {
-    let sums = summary::summarize(calls, b);
+    let (sums, tests) = (&summary.sums, &summary.tests);
     let all = &sums.overall;
     writeln!(
         out,
