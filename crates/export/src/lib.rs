@@ -668,6 +668,61 @@ mod tests {
     }
 
     #[test]
+    fn packets_added_as_the_pass_goes_equal_the_table_of_the_whole_analysis() {
+        // Two flows, the second first seen after some packets were already added.
+        let flows: Vec<Flow> = (1..=2)
+            .map(|id| {
+                let mut f = empty_flow();
+                f.id = id;
+                f.endpoints[1].port = 1000 + id as u16;
+                f
+            })
+            .collect();
+        let packet = |i: i64, flow_id: u32| PacketRecord {
+            ts_ns: i,
+            flow_id,
+            dir: (i % 2) as u8,
+            rel_seq: i,
+            rel_ack: None,
+            payload_len: 0,
+            flags: 0x10,
+            window: 100,
+            class: netblame_correlate::PacketClass::New,
+        };
+        let packets: Vec<PacketRecord> = (0..8).map(|i| packet(i, 1 + u32::from(i >= 4))).collect();
+        let dir = std::env::temp_dir().join(format!("netblame-pass-{}", std::process::id()));
+        let outputs = [TableOutput {
+            dir: &dir,
+            format: TableFormat::Csv,
+            host: None,
+        }];
+        let mut table = PacketTable::new(&outputs).unwrap();
+        table
+            .add(&flows[..1], packets[..4].iter().copied())
+            .unwrap();
+        table.add(&flows, []).unwrap();
+        table.add(&flows, packets[4..].iter().copied()).unwrap();
+        table.finish().unwrap();
+        let streamed = std::fs::read_to_string(dir.join("packets.csv")).unwrap();
+        let a = Analysis {
+            flows,
+            packets,
+            ..Analysis::default()
+        };
+        let mut whole = packets_frame(&a).unwrap();
+        let whole_dir = dir.join("whole");
+        let out = TableOutput {
+            dir: &whole_dir,
+            format: TableFormat::Csv,
+            host: None,
+        };
+        let path = write_table(&out, "packets", &mut whole).unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), streamed);
+        assert!(streamed.contains(",1002,"), "{streamed}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn packets_written_in_batches_equal_the_whole_table() {
         let mut flow = empty_flow();
         flow.id = 1;
