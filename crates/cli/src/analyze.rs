@@ -242,10 +242,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     .collect();
     let context = || crate::flows::tables_context(&outputs);
     // The packets table is written during the pass over the capture; the others after the join.
-    let mut packets = match outputs.is_empty() {
-        true => None,
-        false => Some(PacketTable::new(&outputs).with_context(context)?),
-    };
+    let mut packets = crate::flows::packet_table(&outputs)?;
     let config = AnalyzerConfig {
         keep_packets: false,
         keep_request_heads: true,

@@ -192,10 +192,7 @@ pub fn run(args: &FlowsArgs) -> Result<()> {
     })
     .collect();
     let context = || tables_context(&outputs);
-    let mut packets = match outputs.is_empty() {
-        true => None,
-        false => Some(PacketTable::new(&outputs).with_context(context)?),
-    };
+    let mut packets = packet_table(&outputs)?;
     let config = AnalyzerConfig {
         keep_packets: false,
         keep_request_heads: false,
@@ -220,6 +217,16 @@ pub fn run(args: &FlowsArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The packets table in each of `outputs`, to be written during the pass over the capture (none
+/// without outputs).
+pub fn packet_table<'a>(outputs: &'a [TableOutput<'a>]) -> Result<Option<PacketTable<'a>>> {
+    if outputs.is_empty() {
+        return Ok(None);
+    }
+    let table = PacketTable::new(outputs).with_context(|| tables_context(outputs))?;
+    Ok(Some(table))
 }
 
 /// What an error writing tables into `outputs` says it was doing.
