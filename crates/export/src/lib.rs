@@ -387,19 +387,6 @@ impl Error for ExportError {
 /// packets grow with the run) is never whole in memory.
 pub const BATCH_ROWS: usize = if cfg!(test) { 3 } else { 1 << 17 };
 
-/// Writes the capture's tables, `flows` and `packets`, into each of `outputs`, from an analysis
-/// that kept its packets (tests; `analyze` and `flows` write `packets` during the pass, with
-/// [`PacketTable`], and `flows` with [`write_flows`]).
-pub fn write_capture_tables(
-    analysis: &Analysis,
-    outputs: &[TableOutput],
-) -> Result<(), ExportError> {
-    write_flows(analysis, outputs)?;
-    let mut packets = PacketTable::new(outputs)?;
-    packets.add(&analysis.flows, analysis.packets.iter().copied())?;
-    packets.finish()
-}
-
 /// Writes the `flows` table into each of `outputs`.
 pub fn write_flows(analysis: &Analysis, outputs: &[TableOutput]) -> Result<(), ExportError> {
     let mut flows = flows_frame(analysis)?;
@@ -747,15 +734,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netblame-batches-{}", std::process::id()));
         let dataset = dir.join("run=1");
         let out = |dir, format, host| TableOutput { dir, format, host };
-        write_capture_tables(
-            &a,
-            &[
-                out(&dir, TableFormat::Csv, None),
-                out(&dir, TableFormat::Parquet, None),
-                out(&dataset, TableFormat::Parquet, Some("ci-7")),
-            ],
-        )
-        .unwrap();
+        let outputs = [
+            out(&dir, TableFormat::Csv, None),
+            out(&dir, TableFormat::Parquet, None),
+            out(&dataset, TableFormat::Parquet, Some("ci-7")),
+        ];
+        let mut table = PacketTable::new(&outputs).unwrap();
+        table.add(&a.flows, a.packets.iter().copied()).unwrap();
+        table.finish().unwrap();
         let whole = packets_frame(&a).unwrap();
         let read = |p: PathBuf| ParquetReader::new(File::open(p).unwrap()).finish().unwrap();
         let pq = read(dir.join("packets.parquet"));
