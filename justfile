@@ -20,10 +20,34 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Everything CI checks: lints, Rust tests, end-to-end tests (root-only ones need root).
-test: lint
+test: lint bpf-check
     cargo test --workspace
     cargo build --workspace --lib --bins --examples
     python3 -m pytest -q tests
+
+# Rebuild the eBPF recorder's BPF object (crates/ebpf/bpf/recorder.bpf.o, committed, so that
+# building netblame needs no clang): Debian's clang and libbpf-dev (for its BPF headers).
+bpf:
+    command -v clang >/dev/null && test -e /usr/include/bpf/bpf_helpers.h || DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev
+    cd crates/ebpf/bpf && clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -c recorder.bpf.c -o recorder.bpf.o && llvm-strip -g recorder.bpf.o
+
+# Fails when the committed BPF object is not what its source builds into (skipped, and said,
+# without clang and libbpf-dev, except in CI).
+bpf-check:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v clang >/dev/null || [ ! -e /usr/include/bpf/bpf_helpers.h ]; then
+        if [ "${NETBLAME_REQUIRE_ROOT_TESTS:-}" = 1 ]; then echo "bpf-check: clang and libbpf-dev are needed" >&2; exit 1; fi
+        echo "bpf-check: skipped (no clang or libbpf-dev)"; exit 0
+    fi
+    committed=$(mktemp)
+    cp crates/ebpf/bpf/recorder.bpf.o "$committed"
+    just bpf
+    if ! cmp -s crates/ebpf/bpf/recorder.bpf.o "$committed"; then
+        cp "$committed" crates/ebpf/bpf/recorder.bpf.o
+        echo "crates/ebpf/bpf/recorder.bpf.o is not what recorder.bpf.c builds into: run just bpf and commit it" >&2
+        exit 1
+    fi
 
 # Regenerate the committed fixtures from fresh testbed captures (root; needs tcpdump, nft, tcptrace).
 fixtures:
@@ -42,6 +66,14 @@ bench-preload *ARGS:
     cargo build --release -p netblame-preload
     cargo build --release -p netblame-instrument --example pingpong
     python3 bench/bench_preload.py {{ARGS}}
+
+# The eBPF recorder's cost per recorded call (root; needs gcc and golang): plain vs eBPF vs the
+# interposer on a C send+recv pair, and plain vs eBPF on the same pair in Go.
+bench-ebpf *ARGS:
+    command -v go >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go
+    cargo build --release -p netblame-preload
+    cargo build --release -p netblame-ebpf --example record
+    python3 bench/bench_ebpf.py {{ARGS}}
 
 # Live capture under a 2 GB loopback transfer: netblame capture vs tcpdump (root; needs tcpdump).
 bench-capture *ARGS: release

@@ -148,6 +148,8 @@ pub struct Loaded {
     pub rejected_events: u64,
     pub rejected_phases: u64,
     pub lost: Vec<netblame_instrument::LostCalls>,
+    /// Which recorder saw each process: (pid, recorder, events).
+    pub recorders: Vec<(u32, netblame_instrument::Recorder, u64)>,
 }
 
 /// Reads a run: the capture and the events (on a thread of their own when there is a core for
@@ -174,7 +176,16 @@ pub fn load(
         )
     };
     let (analysis, _) = capture?;
-    let (contents, netblame_report::Calls { calls, rejected }) = events?;
+    let (
+        contents,
+        netblame_report::Calls {
+            mut calls,
+            rejected,
+            recorders,
+        },
+    ) = events?;
+    // The eBPF recorder's calls carry the kernel's sequence numbers: offsets from the capture.
+    netblame_correlate::align_kernel_seqs(&analysis, &mut calls);
     if let Some(damage) = &contents.damage {
         eprintln!("netblame: warning: {damage}; analysing the complete events before it");
     }
@@ -192,6 +203,7 @@ pub fn load(
         rejected_events: rejected,
         rejected_phases,
         lost: contents.lost,
+        recorders,
     })
 }
 
@@ -254,6 +266,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         rejected_events,
         rejected_phases,
         lost,
+        recorders,
         ..
     } = load(job, config, packets.as_mut())?;
     if let Some(packets) = packets {
@@ -274,6 +287,7 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         lost: &lost,
         rejected_events,
         rejected_phases,
+        recorders: &recorders,
     };
     // The text first: a picture that cannot be written (a full disk) loses nothing else.
     netblame_report::write_text(

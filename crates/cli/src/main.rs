@@ -200,9 +200,33 @@ pub struct RunArgs {
     /// How long to keep capturing after the command exits, for its last packets (ms).
     #[arg(long, default_value_t = 200, hide = true)]
     pub grace_ms: u64,
+    /// The eBPF recorder, for programs the interposer cannot see (Go, static binaries): `auto`
+    /// loads it when netblame may (root, or CAP_BPF and CAP_PERFMON) and says why not when it
+    /// cannot; `on` fails without it; `off` never loads it.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub ebpf: EbpfMode,
+    /// The eBPF recorder's ring buffer (MiB, a power of two); calls that find it full are
+    /// counted and reported as not recorded.
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    pub ebpf_ring_mib: u32,
+    /// Record this running process and the children it starts, instead of running a command
+    /// (with the eBPF recorder), until Ctrl-C, --duration, or its end.
+    #[arg(long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// With --pid: stop recording after this many seconds.
+    #[arg(long, value_name = "SECONDS", requires = "pid")]
+    pub duration: Option<f64>,
     /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "pid", value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// When `netblame run` loads the eBPF recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EbpfMode {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, clap::Args)]

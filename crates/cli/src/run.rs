@@ -14,8 +14,10 @@ use serde_json::json;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
 
+use netblame_ebpf::Recorder;
+
 use crate::capture::Session;
-use crate::{RunArgs, UsageError};
+use crate::{EbpfMode, RunArgs, UsageError};
 
 /// The user to run CMD as: the one who invoked sudo, when netblame runs under sudo as root.
 struct Invoker {
@@ -167,7 +169,98 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
+/// The eBPF recorder for this run, loaded and draining into `events_dir`, or `None` (off, or
+/// it could not load in `auto` mode: said on stderr, with libbpf's log in the run directory).
+fn start_ebpf(args: &RunArgs, out: &Path, events_dir: &Path) -> Result<Option<Recorder>> {
+    let required = args.ebpf == EbpfMode::On || args.pid.is_some();
+    if args.ebpf == EbpfMode::Off && args.pid.is_none() {
+        return Ok(None);
+    }
+    let options = netblame_ebpf::Options {
+        ring_mib: args.ebpf_ring_mib,
+        object: std::env::var_os("NETBLAME_EBPF_OBJECT").map(PathBuf::from),
+    };
+    let started = match Recorder::load(&options) {
+        Err(e) => Err((e.to_string(), e.log().map(str::to_owned))),
+        Ok(mut r) => match r.record_into(events_dir) {
+            Ok(()) => Ok(r),
+            Err(e) => Err((format!("{:#}", anyhow::Error::from(e)), None)),
+        },
+    };
+    match started {
+        Ok(r) => Ok(Some(r)),
+        Err((mut why, log)) => {
+            if let Some(log) = log {
+                // A run that cannot go on removes its directory: its log goes elsewhere.
+                let path = if required {
+                    std::env::temp_dir()
+                        .join(format!("netblame-{}-{EBPF_LOAD_LOG}", std::process::id()))
+                } else {
+                    out.join(EBPF_LOAD_LOG)
+                };
+                if std::fs::write(&path, log).is_ok() {
+                    why.push_str(&format!(" (libbpf's log: {})", path.display()));
+                }
+            }
+            if required {
+                Err(anyhow!("the eBPF recorder did not start: {why}"))
+            } else {
+                eprintln!(
+                    "netblame: the eBPF recorder is off ({why}): programs the interposer cannot \
+                     see (Go, static binaries) will have no recorded calls"
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Where libbpf's log of a failed load is kept, in the run directory.
+const EBPF_LOAD_LOG: &str = "ebpf-load.log";
+
+/// The descendants of `pid`, from /proc (children of children included).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|f| f.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|&&(_, pp)| pp == p)
+                .map(|&(c, _)| c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 pub fn run(args: &RunArgs) -> Result<u8> {
+    if let Some(pid) = args.pid {
+        return run_pid(args, pid);
+    }
     let (program, rest) = args.command.split_first().ok_or_else(|| {
         anyhow!(UsageError(
             "no command: netblame run [OPTIONS] -- CMD [ARGS...]".into()
@@ -209,7 +302,17 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         };
         Ok((session, interposer(&out, &owners)?, plugin))
     })();
-    let (session, preload, plugin) = match started {
+    let started =
+        started.and_then(
+            |(session, preload, plugin)| match start_ebpf(args, &out, &events_dir) {
+                Ok(recorder) => Ok((session, preload, plugin, recorder)),
+                Err(e) => {
+                    session.stop().ok();
+                    Err(e)
+                }
+            },
+        );
+    let (session, preload, plugin, recorder) = match started {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-written: the run directory goes with the failure.
@@ -272,9 +375,20 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     if let Some(plugin) = &plugin {
         crate::trust::verify_pytest_plugin(plugin, &owners)?;
     }
-    let mut child = match cmd.spawn() {
+    // The eBPF recorder follows the next process netblame starts: the command.
+    if let Some(r) = &recorder {
+        r.arm_next_child(Some(std::process::id()))?;
+    }
+    let spawned = cmd.spawn();
+    if let Some(r) = &recorder {
+        r.arm_next_child(None)?;
+    }
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            if let Some(r) = recorder {
+                r.stop().ok();
+            }
             session.stop().ok();
             std::fs::remove_dir_all(&out).ok();
             let msg = format!("cannot run {}: {e}", Path::new(program).display());
@@ -312,22 +426,188 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     let end = clock_now();
     // Let the last packets (FINs, ACKs) reach the capture before stopping it.
     std::thread::sleep(Duration::from_millis(args.grace_ms));
+    let ebpf = stop_ebpf(recorder, &events_dir)?;
     let stats = session.stop()?;
     handle.close();
     let _ = forwarder.join();
-    let code = exit_code(status);
-    let events = netblame_instrument::read_events(&events_dir)
+    finish_run(
+        args,
+        Finished {
+            out: &out,
+            capture_path: &capture_path,
+            events_dir: &events_dir,
+            invoker: invoker.as_ref(),
+            start,
+            end,
+            status: Some(status),
+            stats,
+            ebpf,
+            plugin: plugin.is_some(),
+            run_id: run_id.as_deref(),
+        },
+    )?;
+    Ok(exit_code(status))
+}
+
+/// Stops the eBPF recorder (its logs are then complete) and gives them to the user who ran sudo.
+fn stop_ebpf(
+    recorder: Option<Recorder>,
+    events_dir: &Path,
+) -> Result<Option<netblame_ebpf::RecordSummary>> {
+    let Some(r) = recorder else {
+        return Ok(None);
+    };
+    let summary = r.stop().context("the eBPF recorder")?;
+    give_to_invoker(events_dir).context("giving the eBPF recorder's logs to the sudo user")?;
+    Ok(Some(summary))
+}
+
+/// What a finished recording leaves for the manifest and the report.
+struct Finished<'a> {
+    out: &'a Path,
+    capture_path: &'a Path,
+    events_dir: &'a Path,
+    invoker: Option<&'a Invoker>,
+    start: serde_json::Value,
+    end: serde_json::Value,
+    /// The command's (none with --pid).
+    status: Option<ExitStatus>,
+    stats: netblame_capture::CaptureStats,
+    ebpf: Option<netblame_ebpf::RecordSummary>,
+    plugin: bool,
+    run_id: Option<&'a str>,
+}
+
+/// `netblame run --pid PID`: the capture and the eBPF recorder on a process already running
+/// and its children (those it has now and those it starts), until Ctrl-C, `--duration` or its
+/// end; then the analysis, as for a command.
+fn run_pid(args: &RunArgs, pid: u32) -> Result<u8> {
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(anyhow!(UsageError(format!("--pid {pid}: no such process"))));
+    }
+    let out = std::path::absolute(args.out.clone().unwrap_or_else(default_out))
+        .context("the run directory's path")?;
+    let invoker = sudo_invoker();
+    let owners = crate::trust::Owners::new(invoker.as_ref().map(|u| u.uid));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
+    crate::capture::preflight(&args.capture)?;
+    let run_id = match &args.dataset {
+        Some(_) => Some(crate::analyze::run_id(&out)?),
+        None => None,
+    };
+    make_run_dir(&out, &owners, RunDirUse::Results)?;
+    let capture_path = out.join(match args.format {
+        crate::FileFormat::Pcap => "capture.pcap",
+        crate::FileFormat::Pcapng => "capture.pcapng",
+    });
+    let events_dir = out.join("events");
+    let started = (|| -> Result<(Session, Recorder)> {
+        std::fs::create_dir(&events_dir)?;
+        std::fs::set_permissions(&events_dir, std::fs::Permissions::from_mode(0o700))?;
+        let session = Session::start(&args.capture, &capture_path, args.format)?;
+        let recorder = match start_ebpf(args, &out, &events_dir) {
+            Ok(r) => r.expect("required with --pid"),
+            Err(e) => {
+                session.stop().ok();
+                return Err(e);
+            }
+        };
+        let followed = std::iter::once(pid)
+            .chain(descendants(pid))
+            .try_for_each(|p| recorder.follow(p));
+        if let Err(e) = followed {
+            recorder.stop().ok();
+            session.stop().ok();
+            return Err(e.into());
+        }
+        Ok((session, recorder))
+    })();
+    let (session, recorder) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            std::fs::remove_dir_all(&out).ok();
+            return Err(e);
+        }
+    };
+    if let Some(u) = &invoker {
+        for p in [&out, &events_dir] {
+            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    let start = clock_now();
+    eprintln!(
+        "netblame: recording pid {pid} and its children{}; Ctrl-C to stop",
+        args.duration
+            .map(|s| format!(" for {s} s"))
+            .unwrap_or_default()
+    );
+    let deadline = args
+        .duration
+        .map(|s| std::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    loop {
+        if signals.pending().next().is_some()
+            || deadline.is_some_and(|d| std::time::Instant::now() >= d)
+            || !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = clock_now();
+    std::thread::sleep(Duration::from_millis(args.grace_ms));
+    let ebpf = stop_ebpf(Some(recorder), &events_dir)?;
+    let stats = session.stop()?;
+    finish_run(
+        args,
+        Finished {
+            out: &out,
+            capture_path: &capture_path,
+            events_dir: &events_dir,
+            invoker: invoker.as_ref(),
+            start,
+            end,
+            status: None,
+            stats,
+            ebpf,
+            plugin: false,
+            run_id: run_id.as_deref(),
+        },
+    )?;
+    Ok(0)
+}
+
+/// The manifest, then the analysis and its report.
+fn finish_run(args: &RunArgs, f: Finished<'_>) -> Result<()> {
+    let Finished {
+        out,
+        capture_path,
+        events_dir,
+        invoker,
+        start,
+        end,
+        status,
+        stats,
+        ebpf,
+        plugin,
+        run_id,
+    } = f;
+    let events = netblame_instrument::read_events(events_dir)
         .map(|c| c.events)
         .unwrap_or_default();
     let processes: std::collections::BTreeSet<u32> = events.iter().map(|e| e.pid).collect();
     let manifest = json!({
         "netblame_version": env!("CARGO_PKG_VERSION"),
         "command": args.command,
+        "pid": args.pid,
         "cwd": std::env::current_dir().ok(),
         "start": start,
         "end": end,
-        "exit_code": status.code(),
-        "exit_signal": status.signal(),
+        "exit_code": status.and_then(|s| s.code()),
+        "exit_signal": status.and_then(|s| s.signal()),
         "interface": args.capture.iface,
         "filter": args.capture.filter(),
         "snaplen": args.capture.snaplen,
@@ -340,8 +620,13 @@ pub fn run(args: &RunArgs) -> Result<u8> {
         "interface_drops": stats.if_dropped,
         "events": events.len(),
         "processes": processes.len(),
-        "run_as_uid": invoker.as_ref().map(|u| u.uid),
-        "pytest_plugin": plugin.is_some(),
+        "run_as_uid": invoker.map(|u| u.uid),
+        "pytest_plugin": plugin,
+        "ebpf": ebpf.as_ref().map(|e| json!({
+            "calls": e.calls,
+            "processes": e.processes,
+            "lost_calls": e.lost,
+        })),
     });
     let manifest_path = out.join("manifest.json");
     let mut f = std::fs::OpenOptions::new();
@@ -349,32 +634,39 @@ pub fn run(args: &RunArgs) -> Result<u8> {
     let mut f = f.open(&manifest_path)?;
     serde_json::to_writer_pretty(&mut f, &manifest)?;
     f.write_all(b"\n")?;
-    if let Some(u) = &invoker {
-        for p in [&capture_path, &manifest_path] {
+    if let Some(u) = invoker {
+        for p in [capture_path, manifest_path.as_path()] {
             std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
         }
     }
-    report(
-        &out,
-        &capture_path,
-        &stats,
-        events.len(),
-        processes.len(),
-        args,
-        run_id.as_deref(),
-    )?;
-    Ok(code)
+    let recorded = Recorded {
+        events: events.len(),
+        processes: processes.len(),
+        ebpf: ebpf.as_ref(),
+    };
+    report(out, capture_path, &stats, &recorded, args, run_id)
+}
+
+/// What the recorders recorded, for the run's summary.
+struct Recorded<'a> {
+    events: usize,
+    processes: usize,
+    ebpf: Option<&'a netblame_ebpf::RecordSummary>,
 }
 
 fn report(
     out: &Path,
     capture: &Path,
     stats: &netblame_capture::CaptureStats,
-    events: usize,
-    processes: usize,
+    recorded: &Recorded<'_>,
     args: &RunArgs,
     run_id: Option<&str>,
 ) -> Result<()> {
+    let Recorded {
+        events,
+        processes,
+        ebpf,
+    } = *recorded;
     let mut err = std::io::stderr().lock();
     writeln!(err, "\nnetblame: run directory {}", out.display())?;
     writeln!(
@@ -394,6 +686,22 @@ fn report(
         err,
         "  events: {events} socket events recorded from {processes} processes"
     )?;
+    if let Some(e) = ebpf {
+        writeln!(
+            err,
+            "  eBPF recorder: {} calls from {} processes{}",
+            e.calls,
+            e.processes.len(),
+            if e.lost > 0 {
+                format!(
+                    ", {} not recorded (its ring buffer was full: raise --ebpf-ring-mib)",
+                    e.lost
+                )
+            } else {
+                String::new()
+            }
+        )?;
+    }
     if args.capture.iface == "lo" {
         writeln!(err, "  only loopback traffic was captured: traffic to other hosts needs --iface (e.g. --iface any)")?;
     }

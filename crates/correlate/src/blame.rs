@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::flows::{Analysis, Flow, Protocol};
+use crate::seq::SeqNumber;
 
 /// What a socket call did, as the correlator needs it (the CLI converts recorded events).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct SocketCall {
     pub bytes: i64,
     /// TCP stream offset of the first byte moved.
     pub offset: u64,
+    /// The TCP sequence number of the first byte moved, as the kernel's socket had it (the eBPF
+    /// recorder): [`align_kernel_seqs`] turns it into `offset`, exact without the handshake.
+    pub seq: Option<u32>,
     pub peek: bool,
     /// The socket was non-blocking (a read without a wait before it then says so).
     pub nonblocking: bool,
@@ -697,6 +701,63 @@ impl StreamState {
     }
 }
 
+/// Sets the `offset` of every TCP call that carries the kernel's sequence number (`seq`) from
+/// the capture's sequence space, so that it joins exactly whether or not the handshake was
+/// captured. Each stream's numbers are unwrapped in call order from its direction's base (the
+/// ISN, or one before the first sequence number captured). A call whose bytes lie before the
+/// capture (a process followed mid-connection), or on a connection the capture lacks, loses its
+/// `seq`: it then joins as any call would (unaligned without the handshake).
+pub fn align_kernel_seqs(analysis: &Analysis, calls: &mut [SocketCall]) {
+    if !calls.iter().any(|c| c.seq.is_some()) {
+        return;
+    }
+    let by_pair = TcpFlowIndex::new(analysis);
+    // Per stream: its flow and peer direction, and per direction (0: sent, 1: read) the last
+    // (sequence number, position) unwrapped.
+    type Unwrapped = [Option<(SeqNumber, i64)>; 2];
+    type Stream = (Option<(usize, usize)>, Unwrapped);
+    let mut streams: HashMap<(u32, u64), Stream> = HashMap::new();
+    for c in calls.iter_mut() {
+        if c.kind == CallKind::Open {
+            let joined = match (c.local().map(canonical), c.peer().map(canonical)) {
+                (Some(local), Some(peer)) if c.tcp => {
+                    match tcp_flow(analysis, &by_pair, c, local, peer) {
+                        Some(Joined::Tcp { flow, peer_dir }) => Some((flow, peer_dir)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            streams.insert((c.pid, c.stream), (joined, [None; 2]));
+            continue;
+        }
+        let Some(seq) = c.seq.map(SeqNumber) else {
+            continue;
+        };
+        let Some((Some((flow, peer_dir)), last)) = streams.get_mut(&(c.pid, c.stream)) else {
+            c.seq = None;
+            continue;
+        };
+        let (d, way) = match c.kind {
+            CallKind::Send => (1 - *peer_dir, 0),
+            _ => (*peer_dir, 1),
+        };
+        let Some(base) = analysis.flows[*flow].dirs[d].base() else {
+            c.seq = None;
+            continue;
+        };
+        let position = match last[way] {
+            Some((prev, at)) => at + i64::from(seq.since(prev)),
+            None => i64::from(seq.since(base)),
+        };
+        last[way] = Some((seq, position));
+        match u64::try_from(position - 1) {
+            Ok(offset) if offset <= MAX_OFFSET => c.offset = offset,
+            _ => c.seq = None,
+        }
+    }
+}
+
 /// Joins `calls` to `analysis` and computes the timing of every read and send.
 pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Blame {
     let by_pair = TcpFlowIndex::new(analysis);
@@ -992,8 +1053,10 @@ fn response_time(
     hints: &mut [usize; 2],
 ) -> Option<i64> {
     let (req, resp) = (&flow.dirs[1 - peer_dir], &flow.dirs[peer_dir]);
-    req.isn?;
-    resp.isn?;
+    if c.seq.is_none() {
+        req.isn?;
+        resp.isn?;
+    }
     let asked = req
         .timeline
         .span_from(request_end, &mut hints[1])?
@@ -1020,7 +1083,7 @@ fn tcp_send(
     let f = &analysis.flows[flow];
     s.flow_id = Some(f.id);
     let (mine, theirs) = (&f.dirs[1 - peer_dir], &f.dirs[peer_dir]);
-    if c.bytes <= 0 || mine.isn.is_none() {
+    if c.bytes <= 0 || (mine.isn.is_none() && c.seq.is_none()) {
         return s;
     }
     let start = c.offset as i64 + 1;
@@ -1107,7 +1170,7 @@ fn read_blame(
         return r;
     }
     let dir = &analysis.flows[flow].dirs[peer_dir];
-    if dir.isn.is_none() {
+    if dir.isn.is_none() && c.seq.is_none() {
         r.verdict = Verdict::Unaligned;
         return r;
     }

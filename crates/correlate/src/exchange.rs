@@ -260,7 +260,8 @@ fn finish(
     let first = &calls[o.first_send];
     let peer_dir = crate::blame::peer_direction(flow, calls[o.open_call].peer()?);
     let (ours, theirs) = (&flow.dirs[1 - peer_dir], &flow.dirs[peer_dir]);
-    if ours.isn.is_none() || theirs.isn.is_none() {
+    let exact = first.seq.is_some() && calls[last_read].seq.is_some();
+    if (ours.isn.is_none() || theirs.isn.is_none()) && !exact {
         return None;
     }
     let req_last = span(ours, o.request.1.checked_sub(1)?, &mut hints[0])?;

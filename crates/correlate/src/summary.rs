@@ -383,6 +383,7 @@ mod tests {
             t_return_ns: 10,
             bytes: 10,
             offset: 0,
+            seq: None,
             peek: false,
             test: None,
             addrs: None,

@@ -563,6 +563,7 @@ mod join {
             t_return_ns: t_return,
             bytes,
             offset,
+            seq: None,
             peek: false,
             test: None,
             addrs: None,
@@ -799,6 +800,60 @@ mod join {
         assert!(b.unmatched_flows.is_empty());
         // With no recorded calls, the capture's connection is the one left unmatched.
         assert_eq!(blame(&a, &[], MS).unmatched_flows, vec![1]);
+    }
+
+    /// Calls with the kernel's sequence numbers (the eBPF recorder) join a connection whose
+    /// handshake was not captured, byte for byte.
+    #[test]
+    fn kernel_seqs_join_without_the_handshake() {
+        let mut t = Trace::new();
+        t.pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 1 ms: request, no handshake captured
+            .pkt(false, 5001, 1011, F::ACK | F::PSH, 100) // 2 ms: first half of the answer
+            .pkt(false, 5101, 1011, F::ACK | F::PSH, 100) // 3 ms: second half
+            .pkt(true, 1011, 5201, F::ACK, 0); // 4 ms
+        let a = t.done();
+        let with_seq = |mut c: SocketCall, seq: u32| {
+            c.seq = Some(seq);
+            c
+        };
+        let mut calls = [
+            tcp_open(),
+            with_seq(call(CallKind::Send, T0, T0 + 500_000, 10, 0), 1001),
+            // The read of the second half only: 100 bytes from sequence number 5101.
+            with_seq(
+                call(CallKind::Recv, T0 + 600_000, T0 + 3 * MS + 10_000, 100, 0),
+                5101,
+            ),
+        ];
+        crate::blame::align_kernel_seqs(&a, &mut calls);
+        assert_eq!((calls[1].offset, calls[2].offset), (0, 100));
+        let b = blame(&a, &calls, MS);
+        let r = &b.reads[0];
+        assert_eq!(r.verdict, Verdict::PeerSlow, "{r:?}");
+        assert_eq!(r.timing.ready_first_ns, Some(T0 + 3 * MS));
+        assert_eq!(b.sends[0].first_sent_ns, Some(T0 + MS));
+        // Without the sequence numbers the same read cannot be placed.
+        calls[2].seq = None;
+        assert_eq!(blame(&a, &calls, MS).reads[0].verdict, Verdict::Unaligned);
+    }
+
+    #[test]
+    fn kernel_seqs_unwrap_across_2_32_and_drop_bytes_before_the_capture() {
+        let isn = u32::MAX - 5;
+        let mut t = Trace::new();
+        t.pkt(true, 1000, 0, F::SYN, 0)
+            .pkt(false, isn, 1001, F::SYN | F::ACK, 0)
+            .pkt(true, 1001, isn.wrapping_add(1), F::ACK, 0)
+            .pkt(false, isn.wrapping_add(1), 1001, F::ACK | F::PSH, 100); // crosses 2^32
+        let a = t.done();
+        let mut read = call(CallKind::Recv, T0, T0 + 5 * MS, 50, 0);
+        read.seq = Some(isn.wrapping_add(51)); // the second 50 bytes, past the wrap
+        let mut early = call(CallKind::Recv, T0, T0 + 5 * MS, 50, 0);
+        early.seq = Some(isn.wrapping_sub(100)); // before the ISN: not this capture's bytes
+        let mut calls = [tcp_open(), read, early];
+        crate::blame::align_kernel_seqs(&a, &mut calls);
+        assert_eq!(calls[1].offset, 50);
+        assert_eq!(calls[2].seq, None);
     }
 
     /// A SYN at 1 ms answered by a RST at 2 ms: nothing listened on the port.

@@ -88,12 +88,14 @@ pub fn analyze(data: &[u8]) {
             Err(_) => return,
         }
     };
-    let calls = netblame_report::socket_calls(contents.events);
+    let mut calls = netblame_report::socket_calls(contents.events);
+    netblame_correlate::align_kernel_seqs(&analysis, &mut calls.calls);
     let result = blame(&analysis, &calls.calls, 1_000_000);
     let caveats = netblame_report::Caveats {
         lost: &contents.lost,
         rejected_events: calls.rejected,
         rejected_phases: 0,
+        recorders: &calls.recorders,
     };
     let phases = phases_of(&calls.calls);
     let summary = netblame_correlate::RunSummary::new(&calls.calls, &result, &phases);

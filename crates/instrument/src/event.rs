@@ -12,8 +12,8 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::record::{
-    self, flags, Call, Kind, Proto, RawRecord, HEADER_LOST_CALLS, HEADER_LOST_FROM, HEADER_SIZE,
-    MAGIC, RECORD_SIZE, VERSION,
+    self, flags, Call, Kind, Proto, RawRecord, Recorder, HEADER_LOST_CALLS, HEADER_LOST_FROM,
+    HEADER_RECORDER, HEADER_SIZE, MAGIC, RECORD_SIZE, VERSION,
 };
 
 /// One socket event.
@@ -34,6 +34,9 @@ pub struct Event {
     pub errno: i32,
     /// TCP stream offset of the first byte moved.
     pub offset: u64,
+    /// The TCP sequence number of the first byte moved, where the recorder read it from the
+    /// kernel's socket (the eBPF recorder; `offset` is 0 then): joins without the handshake.
+    pub seq: Option<u32>,
     /// Distinguishes successive connections on one fd number of one process.
     pub stream: u64,
     pub peek: bool,
@@ -47,6 +50,8 @@ pub struct Event {
     pub label: Option<Arc<str>>,
     /// Wait events: what the wait reported of the socket (`record::ready` bits).
     pub ready: u8,
+    /// Which recorder saw the call.
+    pub recorder: Recorder,
 }
 
 impl Event {
@@ -64,7 +69,12 @@ impl Event {
             requested: r.requested,
             bytes: r.result,
             errno: r.errno,
-            offset: r.offset,
+            offset: if r.flags & flags::KERNEL_SEQ != 0 {
+                0
+            } else {
+                r.offset
+            },
+            seq: (r.flags & flags::KERNEL_SEQ != 0).then_some(r.offset as u32),
             stream: r.stream,
             peek: r.flags & flags::PEEK != 0,
             nonblocking: r.flags & flags::NONBLOCKING != 0,
@@ -78,6 +88,7 @@ impl Event {
             test: None,
             label: None,
             ready: r.ready,
+            recorder: Recorder::Interposer,
         }
     }
 
@@ -94,6 +105,12 @@ impl Event {
         m.insert("requested".into(), json!(self.requested));
         m.insert("bytes".into(), json!(self.bytes));
         m.insert("offset".into(), json!(self.offset));
+        if let Some(seq) = self.seq {
+            m.insert("seq".into(), json!(seq));
+        }
+        if self.recorder != Recorder::Interposer {
+            m.insert("recorder".into(), json!(self.recorder.as_str()));
+        }
         m.insert("errno".into(), json!(self.errno));
         m.insert("stream".into(), json!(self.stream));
         m.insert("peek".into(), json!(self.peek));
@@ -150,6 +167,13 @@ impl Event {
             bytes,
             errno: int("errno").unwrap_or(0) as i32,
             offset: int("offset").unwrap_or(0) as u64,
+            seq: match int("seq") {
+                None => None,
+                Some(v) => Some(
+                    u32::try_from(v)
+                        .map_err(|_| format!("\"seq\": {v} is not a 32-bit sequence number"))?,
+                ),
+            },
             stream: int("stream").unwrap_or(0) as u64,
             peek: o.get("peek").and_then(Value::as_bool).unwrap_or(false),
             nonblocking: o
@@ -170,6 +194,13 @@ impl Event {
             ready: match o.get("ready") {
                 None => 0,
                 Some(v) => ready_bits(v)?,
+            },
+            recorder: match text("recorder").as_deref() {
+                None | Some("interposer") => Recorder::Interposer,
+                Some("ebpf") => Recorder::Ebpf,
+                Some(other) => {
+                    return Err(format!("\"recorder\": {other:?} is not interposer or ebpf"))
+                }
             },
         })
     }
@@ -282,18 +313,33 @@ pub struct LostCalls {
     /// CLOCK_REALTIME of the first call not recorded.
     pub from_ns: i64,
     pub calls: u64,
+    /// Who could not record them: the interposer (its disk was full, or its log's capacity
+    /// reached) or the eBPF recorder (its ring buffer was full).
+    pub recorder: Recorder,
+}
+
+impl LostCalls {
+    /// Why the calls were not recorded.
+    pub fn why(&self) -> &'static str {
+        match self.recorder {
+            Recorder::Interposer => {
+                "the events folder's disk was full, or the log reached its capacity"
+            }
+            Recorder::Ebpf => "the eBPF recorder's ring buffer was full: raise --ebpf-ring-mib",
+        }
+    }
 }
 
 impl fmt::Display for LostCalls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: pid {}: {} socket calls from {} ns on were not recorded (the events folder's disk \
-             was full, or the log reached its capacity)",
+            "{}: pid {}: {} socket calls from {} ns on were not recorded ({})",
             self.path.display(),
             self.pid,
             self.calls,
-            self.from_ns
+            self.from_ns,
+            self.why()
         )
     }
 }
@@ -375,8 +421,12 @@ pub fn read_binary(
         pid,
         from_ns: lost_from,
         calls: i64_at(HEADER_LOST_CALLS) as u64,
+        recorder: Recorder::from_u8(header[HEADER_RECORDER]),
     });
-    let mut resolver = Resolver::default();
+    let mut resolver = Resolver {
+        recorder: Recorder::from_u8(header[HEADER_RECORDER]),
+        ..Resolver::default()
+    };
     if let Some(written) = size_hint {
         let records = written.saturating_sub(HEADER_SIZE as u64) / RECORD_SIZE as u64;
         resolver.reserve(records);
@@ -454,6 +504,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// resolving interned strings and open events' peer addresses at the end.
 #[derive(Default)]
 struct Resolver {
+    recorder: Recorder,
     parts: HashMap<u32, Vec<u8>>,
     peers: HashMap<u64, SocketAddr>,
     events: Vec<Event>,
@@ -496,7 +547,9 @@ impl Resolver {
             }
             _ => {
                 self.ids.push((r.test_id, r.label_id));
-                self.events.push(Event::from_raw(&r));
+                let mut e = Event::from_raw(&r);
+                e.recorder = self.recorder;
+                self.events.push(e);
             }
         }
     }
@@ -622,6 +675,56 @@ pub fn read_events(path: &Path) -> Result<LogContents, LogError> {
         }
         out.lost.extend(part.lost);
     }
+    out.events = recorded_once(std::mem::take(&mut out.events));
     out.events.sort_by_key(|e| (e.t_call_ns, e.pid, e.tid));
     Ok(out)
+}
+
+/// The events without the eBPF recorder's copies of sockets the interposer recorded too (a
+/// process both can see: the interposer's record is the richer one, with test names and the
+/// first of a chain of waits). A socket is the same when its process and fd are and the two
+/// records' lifetimes (first to last event, 100 µs of slack for the two clocks) overlap: one
+/// process cannot have two sockets on one fd at once. Sockets only the eBPF recorder saw (a
+/// process that makes some system calls itself, as Go with cgo does) stay.
+fn recorded_once(events: Vec<Event>) -> Vec<Event> {
+    const SLACK_NS: i64 = 100_000;
+    if !events.iter().any(|e| e.recorder == Recorder::Ebpf) {
+        return events;
+    }
+    // Per (recorder, pid, stream): its fd and first and last event times.
+    let mut lifetimes: HashMap<(Recorder, u32, u64), (i32, i64, i64)> = HashMap::new();
+    for e in events.iter().filter(|e| e.kind != Kind::Mark) {
+        let life = lifetimes.entry((e.recorder, e.pid, e.stream)).or_insert((
+            e.fd,
+            e.t_call_ns,
+            e.t_return_ns,
+        ));
+        life.1 = life.1.min(e.t_call_ns);
+        life.2 = life.2.max(e.t_return_ns);
+    }
+    let mut interposed: HashMap<(u32, i32), Vec<(i64, i64)>> = HashMap::new();
+    for (&(recorder, pid, _), &(fd, first, last)) in &lifetimes {
+        if recorder == Recorder::Interposer {
+            interposed.entry((pid, fd)).or_default().push((first, last));
+        }
+    }
+    let twice: std::collections::HashSet<(u32, u64)> = lifetimes
+        .iter()
+        .filter(|(&(recorder, pid, _), &(fd, first, last))| {
+            recorder == Recorder::Ebpf
+                && interposed.get(&(pid, fd)).is_some_and(|spans| {
+                    spans
+                        .iter()
+                        .any(|&(f, l)| f <= last + SLACK_NS && first <= l + SLACK_NS)
+                })
+        })
+        .map(|(&(_, pid, stream), _)| (pid, stream))
+        .collect();
+    if twice.is_empty() {
+        return events;
+    }
+    events
+        .into_iter()
+        .filter(|e| e.recorder != Recorder::Ebpf || !twice.contains(&(e.pid, e.stream)))
+        .collect()
 }

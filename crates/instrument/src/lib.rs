@@ -18,9 +18,9 @@ pub use event::{
     LogError, LostCalls,
 };
 pub use phases::{read_test_phases, PhaseLog, PhaseRecord};
-pub use record::{Call, Kind, Proto};
+pub use record::{Call, Kind, Proto, Recorder};
 pub use wrap::{RecordedTcpStream, RecordedUdpSocket};
-pub use writer::EventLog;
+pub use writer::{EventLog, LogFile};
 
 #[cfg(test)]
 mod tests;

@@ -198,6 +198,37 @@ pub mod flags {
     pub const NONBLOCKING: u8 = 0x02;
     /// TCP (else UDP).
     pub const TCP: u8 = 0x04;
+    /// The offset field holds the TCP sequence number of the first byte moved, as the kernel's
+    /// socket had it (the eBPF recorder), not a count of the bytes moved before.
+    pub const KERNEL_SEQ: u8 = 0x08;
+}
+
+/// Which recorder wrote a log (header byte `HEADER_RECORDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(u8)]
+pub enum Recorder {
+    /// The LD_PRELOAD interposer, or the Rust wrappers (or a hand-written log).
+    #[default]
+    Interposer = 0,
+    /// The eBPF recorder (`netblame-ebpf`): kernel tracepoints, for programs the interposer
+    /// cannot reach.
+    Ebpf = 1,
+}
+
+impl Recorder {
+    pub fn from_u8(v: u8) -> Recorder {
+        match v {
+            1 => Recorder::Ebpf,
+            _ => Recorder::Interposer,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recorder::Interposer => "interposer",
+            Recorder::Ebpf => "ebpf",
+        }
+    }
 }
 
 /// What a readiness wait reported of a socket (a `Wait` record's byte 3).
@@ -414,9 +445,18 @@ pub const HEADER_LOST_FROM: std::ops::Range<usize> = 24..32;
 /// Header byte range of how many calls were not recorded after `HEADER_LOST_FROM`.
 pub const HEADER_LOST_CALLS: std::ops::Range<usize> = 32..40;
 
-/// Encodes the 64-byte file header.
+/// Header byte of the recorder that wrote the log (`Recorder`; 0 in logs of older writers).
+pub const HEADER_RECORDER: usize = 40;
+
+/// Encodes the 64-byte file header of a log the interposer (or a wrapper) writes.
 pub fn encode_header(pid: u32, start_ns: i64) -> [u8; HEADER_SIZE] {
+    encode_header_by(pid, start_ns, Recorder::Interposer)
+}
+
+/// Encodes the 64-byte file header of a log written by `recorder`.
+pub fn encode_header_by(pid: u32, start_ns: i64, recorder: Recorder) -> [u8; HEADER_SIZE] {
     let mut h = [0u8; HEADER_SIZE];
+    h[HEADER_RECORDER] = recorder as u8;
     h[0..8].copy_from_slice(&MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
     h[10..12].copy_from_slice(&(RECORD_SIZE as u16).to_le_bytes());

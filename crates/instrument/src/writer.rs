@@ -110,3 +110,76 @@ impl EventLog {
         self.append(&r)
     }
 }
+
+/// A log written by one writer for another process (the eBPF recorder writes one per process
+/// it follows): buffered, since its writer outlives what it records; the header's lost-call
+/// fields are filled in by `finish`.
+#[derive(Debug)]
+pub struct LogFile {
+    out: io::BufWriter<File>,
+    path: PathBuf,
+    pid: u32,
+}
+
+impl LogFile {
+    /// Creates `dir/events-PID-STARTNS-TAG.nbev` (mode 0600) with its header.
+    pub fn create(
+        dir: &Path,
+        pid: u32,
+        start_ns: i64,
+        tag: &str,
+        recorder: record::Recorder,
+    ) -> io::Result<LogFile> {
+        let path = dir.join(log_file_name(pid, start_ns, tag));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut out = io::BufWriter::with_capacity(64 * RECORD_SIZE * 16, file);
+        io::Write::write_all(&mut out, &record::encode_header_by(pid, start_ns, recorder))?;
+        Ok(LogFile { out, path, pid })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Appends one record (two slots for an open event).
+    pub fn append(&mut self, r: &RawRecord) -> io::Result<()> {
+        let (first, second) = record::encode(r);
+        io::Write::write_all(&mut self.out, &first)?;
+        if let Some(second) = second {
+            io::Write::write_all(&mut self.out, &second)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered; with `lost` = (CLOCK_REALTIME of the first call not recorded,
+    /// calls not recorded), says so in the header, as the interposer does when its disk fills.
+    pub fn finish(self, lost: Option<(i64, u64)>) -> io::Result<()> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        if let Some((from_ns, calls)) = lost {
+            write_lost(&file, from_ns, calls)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_lost(file: &File, from_ns: i64, calls: u64) -> io::Result<()> {
+    file.write_all_at(
+        &from_ns.to_le_bytes(),
+        record::HEADER_LOST_FROM.start as u64,
+    )?;
+    file.write_all_at(&calls.to_le_bytes(), record::HEADER_LOST_CALLS.start as u64)
+}
+
+/// Says in the header of the finished log at `path` that `calls` calls from `from_ns`
+/// (CLOCK_REALTIME) on were not recorded.
+pub fn mark_lost(path: &Path, from_ns: i64, calls: u64) -> io::Result<()> {
+    write_lost(&OpenOptions::new().write(true).open(path)?, from_ns, calls)
+}

@@ -232,10 +232,11 @@ fn caveats(h: &mut String, analysis: &Analysis, b: &Blame, c: &Caveats) {
     let mut w = Vec::new();
     for l in c.lost {
         w.push(format!(
-            "pid {}: {} calls not recorded from {} on (the events folder's disk was full, or the log reached its capacity)",
+            "pid {}: {} calls not recorded from {} on ({})",
             l.pid,
             l.calls,
-            utc(l.from_ns)
+            utc(l.from_ns),
+            l.why()
         ));
     }
     if c.rejected_events > 0 {

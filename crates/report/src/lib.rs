@@ -20,7 +20,7 @@ use netblame_correlate::{
     summary, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, RunSummary, SocketCall,
     TestPhase, TestRow, Totals, Verdict,
 };
-use netblame_instrument::{Event, Kind, LostCalls, PhaseLog, Proto};
+use netblame_instrument::{Event, Kind, LostCalls, PhaseLog, Proto, Recorder};
 
 use crate::fmt::{bytes as fmt_bytes, duration};
 
@@ -31,6 +31,9 @@ pub struct Calls {
     /// Events whose times, offset or byte count no real call can have (a damaged or
     /// hand-written log): left out, and counted in the report.
     pub rejected: u64,
+    /// Which recorder saw each process, and how many of its events: (pid, recorder, events),
+    /// by pid.
+    pub recorders: Vec<(u32, Recorder, u64)>,
 }
 
 /// What the report must say is missing from the events it analysed.
@@ -42,6 +45,8 @@ pub struct Caveats<'a> {
     pub rejected_events: u64,
     /// Lines of the pytest plugin's log left out by `test_phases`.
     pub rejected_phases: u64,
+    /// Which recorder saw each process (`Calls::recorders`).
+    pub recorders: &'a [(u32, Recorder, u64)],
 }
 
 /// The recorded events as the correlator takes them (checked by `SocketCall::checked`).
@@ -53,6 +58,21 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
         .map(|e| (e.pid, e.stream))
         .collect();
     let total = events.len() as u64;
+    let mut recorders: Vec<(u32, Recorder, u64)> = Vec::new();
+    for e in &events {
+        match recorders.last_mut() {
+            Some((pid, r, n)) if *pid == e.pid && *r == e.recorder => *n += 1,
+            _ => recorders.push((e.pid, e.recorder, 1)),
+        }
+    }
+    recorders.sort_by_key(|&(pid, r, _)| (pid, r));
+    recorders.dedup_by(|b, a| {
+        let same = (a.0, a.1) == (b.0, b.1);
+        if same {
+            a.2 += b.2;
+        }
+        same
+    });
     let mut last_udp: Option<((u32, u64), bool)> = None;
     let mut calls: Vec<SocketCall> = events
         .into_iter()
@@ -82,6 +102,7 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                 t_return_ns: e.t_return_ns,
                 bytes: e.bytes,
                 offset: e.offset,
+                seq: e.seq,
                 peek: e.peek,
                 test: e.test,
                 addrs: None,
@@ -99,6 +120,7 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
     Calls {
         rejected: total - calls.len() as u64,
         calls,
+        recorders,
     }
 }
 
@@ -466,6 +488,7 @@ pub fn write_text(
             )?;
         }
     }
+    recorded_by(out, caveats.recorders)?;
     lost_calls(out, caveats.lost)?;
     if caveats.rejected_events > 0 {
         writeln!(
@@ -505,23 +528,57 @@ pub fn write_text(
 }
 
 /// Processes whose log could not hold every call: from when their events are missing.
+/// Which recorder saw which process, when the eBPF recorder saw any (else every process was
+/// the interposer's, as in every run before it).
+fn recorded_by(out: &mut impl Write, recorders: &[(u32, Recorder, u64)]) -> io::Result<()> {
+    if !recorders.iter().any(|&(_, r, _)| r == Recorder::Ebpf) {
+        return Ok(());
+    }
+    writeln!(out, "\nrecorded by:")?;
+    for (recorder, name) in [
+        (Recorder::Interposer, "the interposer"),
+        (Recorder::Ebpf, "the eBPF recorder"),
+    ] {
+        let seen: Vec<String> = recorders
+            .iter()
+            .filter(|&&(_, r, _)| r == recorder)
+            .map(|&(pid, _, n)| format!("pid {pid} ({n} events)"))
+            .collect();
+        if seen.is_empty() {
+            continue;
+        }
+        let more = seen.len().saturating_sub(MAX_LISTED);
+        write!(
+            out,
+            "  {name}: {}",
+            seen[..seen.len().min(MAX_LISTED)].join(", ")
+        )?;
+        if more > 0 {
+            write!(out, " and {more} more processes")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 fn lost_calls(out: &mut impl Write, lost: &[LostCalls]) -> io::Result<()> {
     if lost.is_empty() {
         return Ok(());
     }
     writeln!(
         out,
-        "\nwarning: {} processes' events are incomplete (the events folder's disk was full, or a \
-         log reached its capacity); the figures above leave their later calls out:",
+        "\nwarning: {} processes' events are incomplete; the figures above leave their later calls \
+         out:",
         lost.len()
     )?;
     for l in lost.iter().take(MAX_LISTED) {
         writeln!(
             out,
-            "  pid {}: {} calls not recorded from {} on",
+            "  pid {}: {} calls not recorded from {} on ({})",
             l.pid,
             l.calls,
-            fmt::utc(l.from_ns)
+            fmt::utc(l.from_ns),
+            l.why()
         )?;
     }
     Ok(())

@@ -1,0 +1,205 @@
+"""The eBPF recorder (crates/ebpf): programs the LD_PRELOAD interposer cannot reach, a Go
+net/http client and server (CGO_ENABLED=0: Go makes its system calls without libc) and a
+`gcc -static` C client, recorded from kernel tracepoints under `netblame run` in a private
+network namespace, against servers that think 200 ms; `--pid` on a process already running; a
+process both recorders see, counted once; and a program the kernel's verifier refuses."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, drop_first_segment, need_root, need_tool, netblame_path
+from test_event_loops import MS, PORT, PY_TIMEOUT, SERVER, THINK_MS, assert_peer_slow, first_answer, run_with_server
+
+PROGRAMS = ROOT / "tests" / "programs"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The Go client and server and the static C client, built once."""
+    need_root("the eBPF recorder")
+    need_tool("go")
+    need_tool("gcc")
+    out = tmp_path_factory.mktemp("ebpf-programs")
+    env = dict(os.environ, CGO_ENABLED="0", GOCACHE=str(out / "gocache"), GOPATH=str(out / "gopath"),
+               HOME=str(out), GOFLAGS="-mod=mod", GO111MODULE="off")
+    progs = {}
+    for name in ("get", "serve"):
+        progs[f"go-{name}"] = out / f"go-{name}"
+        subprocess.run(["go", "build", "-o", str(progs[f"go-{name}"]), str(PROGRAMS / "go" / f"{name}.go")],
+                       env=env, check=True, timeout=300, capture_output=True)
+    progs["static-get"] = out / "static-get"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(progs["static-get"]), str(PROGRAMS / "static_get.c")],
+                   check=True, timeout=120)
+    for p in progs.values():
+        kind = subprocess.run(["file", "-b", str(p)], capture_output=True, text=True).stdout
+        assert "statically linked" in kind, (p, kind)
+    return progs
+
+
+def report_of(tmp_path):
+    return (tmp_path / "run" / "report.txt").read_text()
+
+
+def test_a_go_client_is_peer_slow(netns, tmp_path, built):
+    client_reads, _, report = run_with_server(netns, tmp_path, [built["go-get"], f"http://127.0.0.1:{PORT}/slow"])
+    # Go parks the goroutine on EAGAIN; its netpoller's epoll_pwait, on whichever thread, reports
+    # the socket ready.
+    assert_peer_slow(client_reads, "epoll_pwait")
+    assert "recorded by:" in report and "the eBPF recorder: pid" in report, report
+    assert "have no recorded socket calls" not in report, report
+
+
+def test_a_static_c_client_is_peer_slow(netns, tmp_path, built):
+    client_reads, _, report = run_with_server(netns, tmp_path, [built["static-get"], str(PORT)])
+    # A blocking recv: no readiness wait.
+    assert_peer_slow(client_reads, "")
+    assert "the eBPF recorder: pid" in report, report
+
+
+def test_a_go_client_behind_a_lossy_rule_sees_loss(netns, tmp_path, built):
+    """nftables drops the server's one-segment answer after capture (input hook): the Go
+    client's read waits for the retransmission timer."""
+    drop_first_segment(netns, PORT, 400)
+    client_reads, _, _ = run_with_server(netns, tmp_path, [built["go-get"], f"http://127.0.0.1:{PORT}/small"])
+    r = first_answer(client_reads)
+    assert r["verdict"] == "loss", r
+    assert int(r["loss_delay_ns"]) >= 150 * MS and int(r["retransmitted_bytes"]) > 0, r
+    counter = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "nbdrop"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "packets 1 " in counter, counter
+
+
+def test_a_go_servers_request_reads_are_idle(netns, tmp_path, built):
+    """A Go HTTP server (eBPF) and a Python client (the interposer) in one run: the server's read
+    of the request is `idle` (it waited for its client), the client's read of the answer
+    peer-slow."""
+    out = tmp_path / "run"
+    pidfile = tmp_path / "server.pid"
+    script = (f'{built["go-serve"]} {PORT} {THINK_MS} {pidfile} & '
+              f'while [ ! -e {pidfile} ]; do sleep 0.05; done; sleep 0.3; '
+              f'{sys.executable} -c "$1"; status=$?; kill $(cat {pidfile}); exit $status')
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        "sh", "-c", script, "sh", PY_TIMEOUT], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    server_pid = pidfile.read_text()
+    with open(out / "tables" / "reads.csv") as f:
+        reads = [row for row in csv.DictReader(f) if int(row["bytes"]) > 0]
+    server = [row for row in reads if row["pid"] == server_pid]
+    client = [row for row in reads if row["pid"] != server_pid]
+    assert server and client, r.stderr
+    request = min(server, key=lambda row: int(row["t_call_ns"]))
+    assert request["verdict"] == "idle", request
+    assert int(request["peer_wait_ns"]) == 0, request
+    answer = first_answer(client)
+    assert answer["verdict"] == "peer-slow" and answer["wait_api"] == "poll", answer
+    report = (out / "report.txt").read_text()
+    assert f"the eBPF recorder: pid {server_pid}" in report, report
+
+
+def test_pid_records_a_running_python_client(netns, tmp_path):
+    """`netblame run --pid` on a Python client started without netblame (so without the
+    interposer), connected before netblame started (so the capture lacks the handshake): its slow
+    answer is peer-slow, joined by the kernel's sequence numbers, from the eBPF recorder alone."""
+    need_root("the eBPF recorder")
+    pidfile = tmp_path / "server.pid"
+    ns = ["ip", "netns", "exec", netns]
+    server = subprocess.Popen([*ns, sys.executable, str(SERVER), str(PORT), str(THINK_MS), str(pidfile)])
+    client = None
+    try:
+        while not pidfile.exists():
+            time.sleep(0.05)
+        # The client connects now, waits until netblame has started, then asks once.
+        connected_then_asks = PY_TIMEOUT.replace("s.sendall(", "import time; time.sleep(1.5); s.sendall(")
+        assert connected_then_asks != PY_TIMEOUT
+        client = subprocess.Popen([*ns, sys.executable, "-c", connected_then_asks])
+        time.sleep(0.3)
+        out = tmp_path / "run"
+        r = subprocess.run([*ns, str(netblame_path()), "run", "--out", str(out), "--pid", str(client.pid),
+                            "--duration", "10"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert client.wait(timeout=10) == 0
+        assert f"recording pid {client.pid}" in r.stderr, r.stderr
+        with open(out / "tables" / "reads.csv") as f:
+            reads = [row for row in csv.DictReader(f) if int(row["bytes"]) > 0 and row["pid"] == str(client.pid)]
+        assert reads, r.stderr
+        answer = first_answer(reads)
+        assert_peer_slow_blocking(answer)
+        assert int(answer["segments"]) >= 1, answer
+        with open(out / "tables" / "flows.csv") as f:
+            flows = list(csv.DictReader(f))
+        directions = [f for f in flows if f["flow_id"] == answer["flow_id"]]
+        assert len(directions) == 2 and all(d["aligned"] == "false" for d in directions), directions
+        report = (out / "report.txt").read_text()
+        assert "unaligned" not in report, report
+        assert f"the eBPF recorder: pid {client.pid}" in report, report
+    finally:
+        if client and client.poll() is None:
+            client.kill()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def assert_peer_slow_blocking(r):
+    """A blocking read of an answer that came THINK_MS after the request."""
+    assert r["verdict"] == "peer-slow", r
+    assert THINK_MS * MS - 2 * MS <= int(r["peer_wait_ns"]) <= THINK_MS * MS + 100 * MS, r
+
+
+def test_a_process_both_recorders_see_is_counted_once(netns, tmp_path):
+    """A Python client is seen by the interposer and by the eBPF recorder: its reads are counted
+    once, as the interposer recorded them (timed over its poll, which the eBPF recorder does not
+    see)."""
+    need_root("the eBPF recorder")
+    client_reads, _, report = run_with_server(netns, tmp_path, [sys.executable, "-c", PY_TIMEOUT])
+    assert_peer_slow(client_reads, "poll")
+    keys = [(r["pid"], r["t_call_ns"]) for r in client_reads]
+    assert len(keys) == len(set(keys)), "a read counted twice"
+    events = tmp_path / "run" / "events"
+    ebpf_logs = sorted(events.glob("*-bpf.nbev"))
+    assert ebpf_logs, "the eBPF recorder wrote no log"
+    pid = client_reads[0]["pid"]
+    client_logs = [p for p in ebpf_logs if p.name.startswith(f"events-{pid}-")]
+    assert client_logs, (pid, ebpf_logs)
+    dumped = "".join(subprocess.run([str(netblame_path()), "events", "dump", str(p)], capture_output=True,
+                                    text=True, check=True).stdout for p in client_logs)
+    assert '"kind":"recv"' in dumped, "the eBPF recorder saw the client's reads too"
+    # Every process here was the interposer's (the server too): the report names no recorder.
+    assert "recorded by:" not in report, report
+
+
+def test_a_program_the_verifier_refuses_is_a_clear_error(tmp_path):
+    need_root("the eBPF recorder")
+    need_tool("clang")
+    src = tmp_path / "broken.bpf.c"
+    src.write_text('#include "kernel.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
+                   'char LICENSE[] SEC("license") = "GPL";\n'
+                   'SEC("tp_btf/sys_enter")\nint BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)\n'
+                   '{\n    return *(volatile int *)(long)id; /* a number used as a pointer */\n}\n')
+    obj = tmp_path / "broken.bpf.o"
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-I",
+                    str(ROOT / "crates" / "ebpf" / "bpf"), "-c", str(src), "-o", str(obj)], check=True)
+    out = tmp_path / "run"
+    env = dict(os.environ, NETBLAME_EBPF_OBJECT=str(obj))
+    r = subprocess.run([str(netblame_path()), "run", "--ebpf", "on", "--out", str(out), "--", "true"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "the kernel's verifier refused the eBPF program on_sys_enter: R1 invalid mem access" in lines[0], lines
+    log = Path(lines[0].split("libbpf's log: ")[1].rstrip(")"))
+    assert "BEGIN PROG LOAD LOG" in log.read_text()
+    log.unlink()
+    assert not out.exists(), "a run that did not start leaves no directory"
+    # In the default mode the run goes on without it, and says so.
+    r = subprocess.run([str(netblame_path()), "run", "--out", str(out), "--", "true"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "the eBPF recorder is off (the kernel's verifier refused" in r.stderr, r.stderr
+    assert (out / "ebpf-load.log").exists()
