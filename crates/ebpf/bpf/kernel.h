@@ -44,6 +44,7 @@ struct sock_common {
     unsigned short skc_family;
     struct in6_addr skc_v6_daddr;
     struct in6_addr skc_v6_rcv_saddr;
+    unsigned long skc_flags;
 } PRESERVE;
 
 struct sock {
@@ -52,9 +53,13 @@ struct sock {
     u16 sk_type;
 } PRESERVE;
 
+/* enum sock_flags: a FIN was received (tcp_fin). */
+#define SOCK_DONE 1
+
 struct tcp_sock {
     u32 write_seq;
     u32 copied_seq;
+    u32 rcv_nxt;
 } PRESERVE;
 
 struct socket {
@@ -105,7 +110,15 @@ enum {
     BPF_MAP_TYPE_HASH = 1,
     BPF_MAP_TYPE_LRU_HASH = 9,
     BPF_MAP_TYPE_RINGBUF = 27,
+    BPF_MAP_TYPE_TASK_STORAGE = 29,
+    BPF_F_NO_PREALLOC = 1,
+    BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
     BPF_ANY = 0,
+    /* bpf_ringbuf_submit's flags and bpf_ringbuf_query's questions */
+    BPF_RB_NO_WAKEUP = 1,
+    BPF_RB_FORCE_WAKEUP = 2,
+    BPF_RB_AVAIL_DATA = 0,
+    BPF_RB_RING_SIZE = 1,
 };
 
 #endif

@@ -136,12 +136,11 @@ struct call_state {
     u64 args[4];
     u64 sk;
     s64 moved;    /* bytes the socket tracepoints saw move (the mmsg forms' sum) */
-    u64 entry_sk; /* reads: the fd's socket at entry, and its copied_seq then */
-    u32 entry_seq;
     u32 nr;
     u32 seq;
     u8 sock_seen;
     u8 flags;
+    u8 active;    /* in a call (nr alone cannot say: read is system call 0) */
 };
 
 struct lost_calls {
@@ -155,6 +154,9 @@ struct datum_key {
     u64 datum;
 };
 
+/* The ring buffer's size in bytes, set by the loader with the map's. */
+const volatile u64 ring_bytes = 1 << 22;
+
 /* The process whose next child (a new process, not a thread) joins the set: the loader's own,
  * armed around the spawn of the command. */
 u32 armed_parent = 0;
@@ -166,12 +168,20 @@ struct {
     __type(value, u8);
 } traced SEC(".maps");
 
+/* The call each thread of a followed process is in (`active`): storage in the task itself,
+ * cheaper than a hash map on every system call. */
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 16384);
-    __type(key, u32);
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
     __type(value, struct call_state);
 } calls SEC(".maps");
+
+static __always_inline struct call_state *current_call(int create)
+{
+    return bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0,
+                                create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
 /* (tgid << 32 | fd) -> socket, for the sockets calls were recorded on. */
 struct {
@@ -226,6 +236,15 @@ static __always_inline struct nb_event *reserve(u32 tgid, u64 now)
     }
     __builtin_memset(e, 0, sizeof(*e));
     return e;
+}
+
+/* Hands an event to the reader without waking it: a wakeup per event costs the traced program
+ * microseconds a call (the reader's thread is scheduled for each one). The reader polls every
+ * few milliseconds instead, and is woken only when the ring is a quarter full. */
+static __always_inline void submit(struct nb_event *e)
+{
+    u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+    bpf_ringbuf_submit(e, avail > ring_bytes / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline struct file *file_of_fd(s32 fd)
@@ -301,53 +320,51 @@ static __always_inline int relevant(long nr)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
-    u64 pt = bpf_get_current_pid_tgid();
-    u32 tgid = pt >> 32, tid = (u32)pt;
-    if (!is_traced(tgid))
+    if (id != NR_epoll_ctl && !relevant(id))
         return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    /* A followed thread has call storage from its first such call on: no lookup of the set. */
+    struct call_state *st = current_call(0);
+    if (!st) {
+        if (!is_traced(tgid))
+            return 0;
+        st = current_call(1);
+        if (!st)
+            return 0;
+    }
     if (id == NR_epoll_ctl) {
         /* epoll_ctl(epfd, op, fd, event): ADD (1) and MOD (3) say which datum names fd. */
-        u64 op = BPF_CORE_READ(regs, si);
-        u64 uev = BPF_CORE_READ(regs, r10);
+        u64 op = regs->si;
+        u64 uev = regs->r10;
         if ((op == 1 || op == 3) && uev) {
             struct user_epoll_event ev = {};
             if (bpf_probe_read_user(&ev, sizeof(ev), (void *)uev) == 0) {
                 struct datum_key k = { .tgid = tgid, .datum = ev.data };
-                s32 fd = (s32)BPF_CORE_READ(regs, dx);
+                s32 fd = (s32)regs->dx;
                 bpf_map_update_elem(&epoll_fds, &k, &fd, BPF_ANY);
             }
         }
         return 0;
     }
-    if (!relevant(id))
-        return 0;
-    struct call_state st = {};
-    st.t_call = bpf_ktime_get_ns();
-    st.nr = id;
-    st.args[0] = BPF_CORE_READ(regs, di);
-    st.args[1] = BPF_CORE_READ(regs, si);
-    st.args[2] = BPF_CORE_READ(regs, dx);
-    st.args[3] = BPF_CORE_READ(regs, r10);
-    if (id == NR_read || id == NR_readv || id == NR_recvfrom || id == NR_recvmsg ||
-        id == NR_recvmmsg) {
-        /* A read's first byte is copied_seq before it: after it, copied_seq has also passed a
-         * FIN the read consumed with the last bytes. (For a file this reads nonsense, never
-         * used: the socket tracepoint checks it is the socket the call read.) */
-        struct sock *sk = sock_of_file(file_of_fd((s32)st.args[0]));
-        if (sk) {
-            st.entry_sk = (u64)sk;
-            st.entry_seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
-        }
-    }
-    bpf_map_update_elem(&calls, &tid, &st, BPF_ANY);
+    st->t_call = bpf_ktime_get_ns();
+    st->nr = id;
+    st->args[0] = regs->di;
+    st->args[1] = regs->si;
+    st->args[2] = regs->dx;
+    st->args[3] = regs->r10;
+    st->sk = 0;
+    st->moved = 0;
+    st->seq = 0;
+    st->sock_seen = 0;
+    st->flags = 0;
+    st->active = 1;
     return 0;
 }
 
 static __always_inline int on_sock(struct sock *sk, int ret, int flags, int send)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct call_state *st = bpf_map_lookup_elem(&calls, &tid);
-    if (!st)
+    struct call_state *st = current_call(0);
+    if (!st || !st->active)
         return 0;
     if (!st->sock_seen) {
         st->sock_seen = 1;
@@ -356,14 +373,19 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int send
             st->flags |= FLAG_PEEK;
         if (flags & MSG_DONTWAIT)
             st->flags |= FLAG_NONBLOCKING;
-        if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
-            struct tcp_sock *tp = (struct tcp_sock *)sk;
-            if (!send && st->entry_sk == (u64)sk) {
-                st->seq = st->entry_seq;
+        struct tcp_sock *tp = sk->sk_protocol == IPPROTO_TCP ? bpf_skc_to_tcp_sock(sk) : 0;
+        if (tp) {
+            u32 moved = (ret > 0 && !(flags & MSG_PEEK)) ? (u32)ret : 0;
+            if (send) {
+                st->seq = tp->write_seq - moved;
             } else {
-                u32 after = send ? BPF_CORE_READ(tp, write_seq) : BPF_CORE_READ(tp, copied_seq);
-                u32 moved = (ret > 0 && !(flags & MSG_PEEK)) ? (u32)ret : 0;
-                st->seq = after - moved;
+                u32 copied = tp->copied_seq;
+                /* A read that took the last bytes before a FIN took the FIN too: copied_seq
+                 * passed it (tcp_recvmsg's found_fin_ok). */
+                if (moved && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) &&
+                    copied == tp->rcv_nxt)
+                    moved += 1;
+                st->seq = copied - moved;
             }
             st->flags |= FLAG_SEQ;
         }
@@ -414,12 +436,23 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
 {
     if (!st->sock_seen)
         return;
+    u64 key = sock_key(tgid, (s32)st->args[0]);
+    u64 *known = bpf_map_lookup_elem(&socks, &key);
     struct nb_event *e = reserve(tgid, now);
     if (!e)
         return;
-    if (!describe(e, (struct sock *)st->sk)) {
-        bpf_ringbuf_discard(e, 0);
-        return;
+    if (known && *known == st->sk) {
+        /* Described in an earlier event: the reader knows its addresses. */
+        e->sk = st->sk;
+    } else {
+        if (!describe(e, (struct sock *)st->sk)) {
+            bpf_ringbuf_discard(e, 0);
+            return;
+        }
+        struct file *f = file_of_fd((s32)st->args[0]);
+        if (f && (BPF_CORE_READ(f, f_flags) & O_NONBLOCK))
+            e->flags |= FLAG_NONBLOCKING;
+        bpf_map_update_elem(&socks, &key, &st->sk, BPF_ANY);
     }
     int send = 0;
     switch (st->nr) {
@@ -463,12 +496,7 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
     }
     e->seq = st->seq;
     e->flags |= st->flags;
-    struct file *f = file_of_fd(e->fd);
-    if (f && (BPF_CORE_READ(f, f_flags) & O_NONBLOCK))
-        e->flags |= FLAG_NONBLOCKING;
-    u64 key = sock_key(tgid, e->fd);
-    bpf_map_update_elem(&socks, &key, &st->sk, BPF_ANY);
-    bpf_ringbuf_submit(e, 0);
+    submit(e);
 }
 
 /* A connect's or an accept's new socket. */
@@ -500,7 +528,7 @@ static __always_inline void emit_open(struct call_state *st, u32 tgid, u32 tid, 
     u64 key = sock_key(tgid, fd);
     u64 skv = (u64)sk;
     bpf_map_update_elem(&socks, &key, &skv, BPF_ANY);
-    bpf_ringbuf_submit(e, 0);
+    submit(e);
 }
 
 static __always_inline void emit_close(struct call_state *st, u32 tgid, u32 tid, long ret, u64 now)
@@ -524,7 +552,7 @@ static __always_inline void emit_close(struct call_state *st, u32 tgid, u32 tid,
     e->tgid = tgid;
     e->tid = tid;
     set_result(e, ret);
-    bpf_ringbuf_submit(e, 0);
+    submit(e);
 }
 
 /* A Wait event for fd if it is a recorded socket; 0 when the ring is full. */
@@ -548,7 +576,7 @@ static __always_inline int emit_wait(struct call_state *st, u32 tgid, u32 tid, l
     e->tgid = tgid;
     e->tid = tid;
     e->result = ret;
-    bpf_ringbuf_submit(e, 0);
+    submit(e);
     return 1;
 }
 
@@ -674,11 +702,12 @@ static __always_inline void emit_waits(struct call_state *st, u32 tgid, u32 tid,
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
+    /* Only a followed thread has call storage (made at its first system call's entry). */
+    struct call_state *st = current_call(0);
+    if (!st || !st->active)
+        return 0;
     u64 pt = bpf_get_current_pid_tgid();
     u32 tgid = pt >> 32, tid = (u32)pt;
-    struct call_state *st = bpf_map_lookup_elem(&calls, &tid);
-    if (!st)
-        return 0;
     u64 now = bpf_ktime_get_ns();
     switch (st->nr) {
     case NR_connect:
@@ -704,7 +733,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
     default:
         emit_io(st, tgid, tid, ret, now);
     }
-    bpf_map_delete_elem(&calls, &tid);
+    st->active = 0;
     return 0;
 }
 
@@ -719,14 +748,14 @@ static __always_inline void emit_process(u8 kind, u32 tgid, u32 parent)
     e->tid = parent;
     e->t_call = now;
     e->t_return = now;
-    bpf_ringbuf_submit(e, 0);
+    submit(e);
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-    u32 ptgid = BPF_CORE_READ(parent, tgid);
-    u32 ctgid = BPF_CORE_READ(child, tgid);
+    u32 ptgid = parent->tgid;
+    u32 ctgid = child->tgid;
     if (ptgid == ctgid)
         return 0; /* a thread */
     int follow = is_traced(ptgid);
@@ -745,7 +774,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, int old_pid, void *bprm)
 {
-    u32 tgid = BPF_CORE_READ(p, tgid);
+    u32 tgid = p->tgid;
     if (is_traced(tgid))
         emit_process(KIND_EXEC, tgid, 0);
     return 0;
@@ -754,9 +783,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, void *bprm)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p, int group_dead)
 {
-    u32 tgid = BPF_CORE_READ(p, tgid);
-    u32 tid = BPF_CORE_READ(p, pid);
-    bpf_map_delete_elem(&calls, &tid);
+    u32 tgid = p->tgid;
     if (!group_dead || !is_traced(tgid))
         return 0;
     bpf_map_delete_elem(&traced, &tgid);

@@ -291,6 +291,21 @@ impl Recorder {
                 map.set_max_entries(mib << 20)
                     .map_err(|e| ("cannot size the ring buffer".to_string(), e))?;
             }
+            // The program's constants (`ring_bytes`, its only one) are set before loading.
+            if map.name().to_string_lossy().ends_with(".rodata") {
+                let ring_bytes = (u64::from(mib) << 20).to_ne_bytes();
+                match map.initial_value_mut() {
+                    Some(rodata) if rodata.len() == ring_bytes.len() => {
+                        rodata.copy_from_slice(&ring_bytes)
+                    }
+                    _ => {
+                        return Err((
+                            "its constants are not the ring buffer's size alone".to_string(),
+                            libbpf_rs::Error::from(io::Error::from(io::ErrorKind::InvalidData)),
+                        ))
+                    }
+                }
+            }
         }
         open.load()
             .map_err(|e| ("the kernel refused it".to_string(), e))
@@ -366,7 +381,7 @@ impl Recorder {
                     }
                 };
                 while !stop.load(Ordering::Acquire) {
-                    ring.poll(Duration::from_millis(50))
+                    ring.poll(Duration::from_millis(20))
                         .map_err(io::Error::other)?;
                     logs.borrow_mut().take_error()?;
                 }
