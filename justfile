@@ -29,7 +29,7 @@ test: lint bpf-check
 # building netblame needs no clang): Debian's clang and libbpf-dev (for its BPF headers).
 bpf:
     command -v clang >/dev/null && test -e /usr/include/bpf/bpf_helpers.h || DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev
-    cd crates/ebpf/bpf && clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -c recorder.bpf.c -o recorder.bpf.o && llvm-strip -g recorder.bpf.o
+    cd crates/ebpf/bpf && clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -fdebug-prefix-map="$PWD"=. -c recorder.bpf.c -o recorder.bpf.o && llvm-strip -g recorder.bpf.o
 
 # Fails when the committed BPF object is not what its source builds into (skipped, and said,
 # without clang and libbpf-dev, except in CI).

@@ -257,6 +257,51 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// A run's directory, made and checked, and what the rest of the run needs of it.
+struct NewRun {
+    out: PathBuf,
+    invoker: Option<Invoker>,
+    owners: crate::trust::Owners,
+    run_id: Option<String>,
+    capture_path: PathBuf,
+    events_dir: PathBuf,
+}
+
+/// Checks that the capture can start, then makes the run directory (`--out`, absolute: the
+/// command may change its working directory before its first event is written, as pytester
+/// does, and NETBLAME_EVENTS_DIR must still name the run's folder).
+fn new_run(args: &RunArgs, use_: RunDirUse) -> Result<NewRun> {
+    let out = std::path::absolute(args.out.clone().unwrap_or_else(default_out))
+        .context("the run directory's path")?;
+    let invoker = sudo_invoker();
+    let owners = crate::trust::Owners::new(invoker.as_ref().map(|u| u.uid));
+    crate::capture::preflight(&args.capture)?;
+    // Before anything is created: a run directory whose name cannot be a dataset's run id.
+    let run_id = match &args.dataset {
+        Some(_) => Some(crate::analyze::run_id(&out)?),
+        None => None,
+    };
+    make_run_dir(&out, &owners, use_)?;
+    let capture_path = out.join(match args.format {
+        crate::FileFormat::Pcap => "capture.pcap",
+        crate::FileFormat::Pcapng => "capture.pcapng",
+    });
+    let events_dir = out.join("events");
+    Ok(NewRun {
+        out,
+        invoker,
+        owners,
+        run_id,
+        capture_path,
+        events_dir,
+    })
+}
+
+fn make_events_dir(events_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(events_dir)?;
+    std::fs::set_permissions(events_dir, std::fs::Permissions::from_mode(0o700))
+}
+
 pub fn run(args: &RunArgs) -> Result<u8> {
     if let Some(pid) = args.pid {
         return run_pid(args, pid);
@@ -266,32 +311,21 @@ pub fn run(args: &RunArgs) -> Result<u8> {
             "no command: netblame run [OPTIONS] -- CMD [ARGS...]".into()
         ))
     })?;
-    // Absolute: the command may change its working directory before its first event is
-    // written (pytester does), and NETBLAME_EVENTS_DIR must still name the run's folder.
-    let out = std::path::absolute(args.out.clone().unwrap_or_else(default_out))
-        .context("the run directory's path")?;
-    let invoker = sudo_invoker();
-    let owners = crate::trust::Owners::new(invoker.as_ref().map(|u| u.uid));
     // Signals are ours from now on: netblame must outlive CMD to finish the capture.
     let mut signals =
         SignalsInfo::<WithOrigin>::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
             .context("installing signal handlers")?;
-    crate::capture::preflight(&args.capture)?;
-    // Before anything is created: a run directory whose name cannot be a dataset's run id.
-    let run_id = match &args.dataset {
-        Some(_) => Some(crate::analyze::run_id(&out)?),
-        None => None,
-    };
-    make_run_dir(&out, &owners, RunDirUse::LoadsCode)?;
-    let capture_path = out.join(match args.format {
-        crate::FileFormat::Pcap => "capture.pcap",
-        crate::FileFormat::Pcapng => "capture.pcapng",
-    });
-    let events_dir = out.join("events");
+    let NewRun {
+        out,
+        invoker,
+        owners,
+        run_id,
+        capture_path,
+        events_dir,
+    } = new_run(args, RunDirUse::LoadsCode)?;
     let started = (|| -> Result<(Session, PathBuf, Option<PathBuf>)> {
         let session = Session::start(&args.capture, &capture_path, args.format)?;
-        std::fs::create_dir(&events_dir)?;
-        std::fs::set_permissions(&events_dir, std::fs::Permissions::from_mode(0o700))?;
+        make_events_dir(&events_dir)?;
         let plugin = if args.no_pytest_plugin {
             None
         } else {
@@ -485,29 +519,21 @@ fn run_pid(args: &RunArgs, pid: u32) -> Result<u8> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(anyhow!(UsageError(format!("--pid {pid}: no such process"))));
     }
-    let out = std::path::absolute(args.out.clone().unwrap_or_else(default_out))
-        .context("the run directory's path")?;
-    let invoker = sudo_invoker();
-    let owners = crate::trust::Owners::new(invoker.as_ref().map(|u| u.uid));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .context("installing signal handlers")?;
-    crate::capture::preflight(&args.capture)?;
-    let run_id = match &args.dataset {
-        Some(_) => Some(crate::analyze::run_id(&out)?),
-        None => None,
-    };
-    make_run_dir(&out, &owners, RunDirUse::Results)?;
-    let capture_path = out.join(match args.format {
-        crate::FileFormat::Pcap => "capture.pcap",
-        crate::FileFormat::Pcapng => "capture.pcapng",
-    });
-    let events_dir = out.join("events");
+    let NewRun {
+        out,
+        invoker,
+        run_id,
+        capture_path,
+        events_dir,
+        ..
+    } = new_run(args, RunDirUse::Results)?;
     let started = (|| -> Result<(Session, Recorder)> {
-        std::fs::create_dir(&events_dir)?;
-        std::fs::set_permissions(&events_dir, std::fs::Permissions::from_mode(0o700))?;
+        make_events_dir(&events_dir)?;
         let session = Session::start(&args.capture, &capture_path, args.format)?;
         let recorder = match start_ebpf(args, &out, &events_dir) {
             Ok(r) => r.expect("required with --pid"),
