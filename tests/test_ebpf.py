@@ -99,6 +99,11 @@ def test_a_go_servers_request_reads_are_idle(netns, tmp_path, built):
     assert int(request["peer_wait_ns"]) == 0, request
     answer = first_answer(client)
     assert answer["verdict"] == "peer-slow" and answer["wait_api"] == "poll", answer
+    # The server wrote its answer 200 ms after epoll reported the socket readable and writable
+    # (edge-triggered, Go's netpoller): it was thinking, not blocked in the write.
+    with open(out / "tables" / "sends.csv") as f:
+        answers = [row for row in csv.DictReader(f) if row["pid"] == server_pid and int(row["bytes"]) > 0]
+    assert answers and all(int(row["send_blocked_ns"]) < 20 * MS for row in answers), answers
     report = (out / "report.txt").read_text()
     assert f"the eBPF recorder: pid {server_pid}" in report, report
 

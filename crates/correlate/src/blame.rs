@@ -871,6 +871,12 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         let wait = if c.kind == CallKind::Recv {
             let w = st.wait_for(c);
             st.last_read_return = c.t_return_ns;
+            // A read of data after a wait that reported the socket writable too: the program
+            // went on to read, so a later send did not wait on that report (edge-triggered
+            // epoll, as Go's netpoller uses, reports readable and writable together).
+            if c.bytes > 0 && st.write_wait.is_some_and(|ww| ww.return_ns <= c.t_call_ns) {
+                st.write_wait = None;
+            }
             w
         } else {
             None

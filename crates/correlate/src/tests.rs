@@ -802,6 +802,25 @@ mod join {
         assert_eq!(blame(&a, &[], MS).unmatched_flows, vec![1]);
     }
 
+    /// Edge-triggered epoll (Go's netpoller) reports a socket readable and writable at once: the
+    /// program reads what came, works, then writes; its send did not wait on that report.
+    #[test]
+    fn a_send_after_a_read_is_not_timed_over_the_wait_that_reported_both() {
+        let a = request_and_answer();
+        let mut both = wait(T0 + 3_960_000, T0 + 6_010_000);
+        both.ready = crate::blame::READY_READ | crate::blame::READY_WRITE;
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            both,
+            call(CallKind::Recv, T0 + 6_020_000, T0 + 6_025_000, 100, 0),
+            call(CallKind::Send, T0 + 9 * MS, T0 + 9 * MS + 20_000, 10, 10),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.sends[1].wait, None);
+        assert_eq!(b.sends[1].send_blocked_ns, 20_000);
+    }
+
     /// Calls with the kernel's sequence numbers (the eBPF recorder) join a connection whose
     /// handshake was not captured, byte for byte.
     #[test]
