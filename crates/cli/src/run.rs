@@ -491,9 +491,19 @@ fn stop_ebpf(
     let Some(r) = recorder else {
         return Ok(None);
     };
-    let summary = r.stop().context("the eBPF recorder")?;
+    // The run goes on to its capture and its analysis with what the recorder wrote before.
+    let summary = match r.stop() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "netblame: warning: {:#}; its logs hold what it wrote before",
+                anyhow::Error::from(e).context("the eBPF recorder")
+            );
+            None
+        }
+    };
     give_to_invoker(events_dir).context("giving the eBPF recorder's logs to the sudo user")?;
-    Ok(Some(summary))
+    Ok(summary)
 }
 
 /// What a finished recording leaves for the manifest and the report.

@@ -172,8 +172,9 @@ impl Logs {
         }
     }
 
-    /// The first write error since the last call (the drain stops on it).
-    pub fn take_error(&mut self) -> io::Result<()> {
+    /// The first write error, if any (events after it are still handled: their logs may be
+    /// writable).
+    fn take_error(&mut self) -> io::Result<()> {
         self.error.take().map_or(Ok(()), Err)
     }
 
@@ -338,11 +339,13 @@ impl Logs {
 
     /// Finishes every log; `lost` = (process, CLOCK_MONOTONIC of its first lost call, calls).
     pub fn finish(mut self, lost: &[(u32, u64, u64)]) -> io::Result<RecordSummary> {
-        self.take_error()?;
         let pids: Vec<u32> = self.open.keys().copied().collect();
         for pid in pids {
-            self.end_log(pid)?;
+            if let Err(e) = self.end_log(pid) {
+                self.error.get_or_insert(e);
+            }
         }
+        self.take_error()?;
         for &(pid, first, calls) in lost {
             self.summary.lost += calls;
             let from = self.clock.realtime(first);

@@ -164,6 +164,17 @@ mod logs {
     }
 
     #[test]
+    fn a_write_error_is_kept_for_the_end_and_the_rest_still_handled() {
+        let d = dir("gone");
+        std::fs::remove_dir_all(&d).unwrap();
+        let mut logs = Logs::new(&d, ClockOffset(0));
+        logs.handle_bytes(&bytes_of(&event(1, Call::Connect, 3, 2_000)));
+        logs.handle_bytes(&bytes_of(&event(1, Call::Connect, 4, 3_000)));
+        let err = logs.finish(&[]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
     fn a_connection_the_interposer_recorded_too_is_counted_once() {
         let d = dir("once");
         let mut logs = Logs::new(&d, ClockOffset(0));
