@@ -38,11 +38,88 @@ pub struct SocketCall {
     pub tcp: bool,
     /// The function called (`recv`, `accept4`, `epoll_wait`, ...): for an open, whether the
     /// program accepted the connection; for a wait, which API it waited in.
-    pub api: &'static str,
+    pub api: Api,
     /// Wait calls: what the wait reported of the socket (`READY_*` bits).
     pub ready: u8,
     /// errno after the call (a connect that goes on in the background: `EINPROGRESS`, 115).
     pub errno: i32,
+}
+
+/// The function a program called (the event log's `call`), as the correlator tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    Unknown,
+    Recv,
+    Recvfrom,
+    Recvmsg,
+    Recvmmsg,
+    Read,
+    Readv,
+    Send,
+    Sendto,
+    Sendmsg,
+    Sendmmsg,
+    Write,
+    Writev,
+    Sendfile,
+    Connect,
+    Accept,
+    Accept4,
+    Close,
+    Mark,
+    Poll,
+    Ppoll,
+    Select,
+    Pselect,
+    EpollWait,
+    EpollPwait,
+    EpollPwait2,
+}
+
+impl Api {
+    /// Its name, as the event log and the tables write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Unknown => "unknown",
+            Api::Recv => "recv",
+            Api::Recvfrom => "recvfrom",
+            Api::Recvmsg => "recvmsg",
+            Api::Recvmmsg => "recvmmsg",
+            Api::Read => "read",
+            Api::Readv => "readv",
+            Api::Send => "send",
+            Api::Sendto => "sendto",
+            Api::Sendmsg => "sendmsg",
+            Api::Sendmmsg => "sendmmsg",
+            Api::Write => "write",
+            Api::Writev => "writev",
+            Api::Sendfile => "sendfile",
+            Api::Connect => "connect",
+            Api::Accept => "accept",
+            Api::Accept4 => "accept4",
+            Api::Close => "close",
+            Api::Mark => "mark",
+            Api::Poll => "poll",
+            Api::Ppoll => "ppoll",
+            Api::Select => "select",
+            Api::Pselect => "pselect",
+            Api::EpollWait => "epoll_wait",
+            Api::EpollPwait => "epoll_pwait",
+            Api::EpollPwait2 => "epoll_pwait2",
+        }
+    }
+
+    /// An open by `accept` or `accept4`: the program serves the connection.
+    pub fn accepts(self) -> bool {
+        matches!(self, Api::Accept | Api::Accept4)
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`: widths and alignment apply, as they did to the name.
+        f.pad(self.as_str())
+    }
 }
 
 /// Linux's errno for a non-blocking connect that goes on in the background.
@@ -325,7 +402,7 @@ impl ReadTiming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitWindow {
     /// The API (`poll`, `select`, `epoll_wait`, ...).
-    pub api: &'static str,
+    pub api: Api,
     /// The wait's call, or the program's last send on the socket if that came later.
     pub call_ns: i64,
     pub return_ns: i64,
@@ -470,7 +547,7 @@ pub struct ConnectTiming {
     /// non-blocking connect the writability wait that reported it (or the first I/O).
     pub done_ns: i64,
     /// The wait that reported a non-blocking connect done, and when it was called.
-    pub wait_api: Option<&'static str>,
+    pub wait_api: Option<Api>,
     pub wait_call_ns: Option<i64>,
     /// SYNs the program's side sent before the SYN-ACK (more than 1: retransmitted).
     pub syn_packets: u64,
@@ -787,7 +864,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         // A TCP socket without a peer is a listening one (an older interposer recorded those on
         // first use) or one never connected, and a connect that failed with nothing captured
         // (no route: no SYN ever left) made none: not connections the capture could be missing.
-        let failed_connect = c.api == "connect" && c.errno != 0 && c.errno != EINPROGRESS;
+        let failed_connect = c.api == Api::Connect && c.errno != 0 && c.errno != EINPROGRESS;
         let connection = (!c.tcp || c.peer().is_some_and(|p| p.port() != 0)) && !failed_connect;
         if entry.is_none() && connection {
             out.unmatched_streams
@@ -795,11 +872,11 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         }
         let mut state = StreamState {
             joined: entry,
-            accepted: c.api.starts_with("accept"),
+            accepted: c.api.accepts(),
             awaiting_request: true,
             ..StreamState::default()
         };
-        if c.tcp && c.api == "connect" {
+        if c.tcp && c.api == Api::Connect {
             let flow = match entry {
                 Some(Joined::Tcp { flow, .. }) => Some(&analysis.flows[flow]),
                 _ => None,

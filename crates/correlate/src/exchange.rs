@@ -128,7 +128,7 @@ pub fn exchanges(
         }
         if c.kind == CallKind::Open {
             // Accepted connections are served, not asked: no exchanges.
-            if !c.api.starts_with("accept") {
+            if !c.api.accepts() {
                 let stream = Stream {
                     open_call: idx,
                     under_way: None,

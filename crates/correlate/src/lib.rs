@@ -17,8 +17,8 @@ pub mod summary;
 pub mod timeline;
 
 pub use blame::{
-    align_kernel_seqs, blame, peer_direction, Blame, CallKind, ConnectTiming, HeldBy, HeldWrite,
-    ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict, WaitWindow,
+    align_kernel_seqs, blame, peer_direction, Api, Blame, CallKind, ConnectTiming, HeldBy,
+    HeldWrite, ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict, WaitWindow,
 };
 pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
 pub use exchange::{exchanges, Exchange, ExchangeParts};

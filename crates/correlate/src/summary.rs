@@ -389,7 +389,7 @@ mod tests {
             addrs: None,
             tcp: true,
             nonblocking: false,
-            api: "recv",
+            api: crate::blame::Api::Recv,
             ready: 0,
             errno: 0,
         };

@@ -545,7 +545,7 @@ mod prop {
 /// The join of socket calls with the capture (blame.rs), on traces built packet by packet.
 mod join {
     use super::*;
-    use crate::blame::{blame, CallKind, HeldBy, SocketCall, Verdict};
+    use crate::blame::{blame, Api, CallKind, HeldBy, SocketCall, Verdict};
     use std::net::SocketAddr;
 
     const MS: i64 = 1_000_000;
@@ -569,7 +569,7 @@ mod join {
             addrs: None,
             tcp: true,
             nonblocking: false,
-            api: "recv",
+            api: Api::Recv,
             ready: 0,
             errno: 0,
         }
@@ -617,7 +617,7 @@ mod join {
     /// A readiness wait on `tcp_open()`'s socket that reported it readable.
     fn wait(t_call: i64, t_return: i64) -> SocketCall {
         let mut c = call(CallKind::Wait, t_call, t_return, 1, 0);
-        c.api = "epoll_wait";
+        c.api = Api::EpollWait;
         c.ready = crate::blame::READY_READ;
         c
     }
@@ -648,7 +648,7 @@ mod join {
         let w = r.wait.expect("timed over its wait");
         assert_eq!(
             (w.api, w.call_ns, w.return_ns),
-            ("epoll_wait", T0 + 3_960_000, T0 + 6_010_000)
+            (Api::EpollWait, T0 + 3_960_000, T0 + 6_010_000)
         );
         assert_eq!(r.timing.peer_wait_ns, 6 * MS - 3_960_000);
         assert_eq!(r.timing.dispatch_ns, 10_000);
@@ -722,7 +722,7 @@ mod join {
             .pkt(true, 1001, 5011, F::ACK | F::PSH, 100); // 5 ms: a's answer
         let a = t.done();
         let mut open = tcp_open();
-        open.api = "accept4";
+        open.api = Api::Accept4;
         let calls = [
             open,
             call(CallKind::Recv, T0 + 3_100_000, T0 + 4_010_000, 10, 0),
@@ -889,7 +889,7 @@ mod join {
         assert_eq!(a.flows[0].syn_rst_ts_ns, Some(T0 + 2 * MS));
         // A blocking connect that failed: the socket keeps its port, not its address.
         let mut c = open_a(true, "0.0.0.0:40000", "10.0.0.2:80");
-        c.api = "connect";
+        c.api = Api::Connect;
         (c.t_call_ns, c.t_return_ns, c.errno) = (T0 + MS / 2, T0 + 2 * MS + 10_000, 111);
         let b = blame(&a, &[c], MS);
         let t = &b.connects[0];
@@ -903,7 +903,7 @@ mod join {
     fn a_connect_that_failed_with_nothing_captured_is_no_missing_connection() {
         // ENETUNREACH: no route, so no SYN left; the capture holds another connection.
         let mut c = open_a(true, "0.0.0.0:0", "240.0.0.1:80");
-        c.api = "connect";
+        c.api = Api::Connect;
         c.errno = 101;
         let b = blame(&refused_trace(), &[c], MS);
         assert!(b.unmatched_streams.is_empty(), "{:?}", b.unmatched_streams);
@@ -917,7 +917,7 @@ mod join {
         let a = t.done();
         assert_eq!(a.flows[0].syn_rst_ts_ns, None);
         let mut c = tcp_open();
-        c.api = "connect";
+        c.api = Api::Connect;
         // The SYN-ACK took 1 ms: the peer's time, not a refusal.
         assert_eq!(blame(&a, &[c], MS).connects[0].verdict, Verdict::PeerSlow);
     }
@@ -927,7 +927,7 @@ mod join {
         // An older interposer recorded a listening socket a wait reported readable as an open
         // with the wildcard peer.
         let mut listening = open_a(true, "127.0.0.1:45899", "0.0.0.0:0");
-        listening.api = "unknown";
+        listening.api = Api::Unknown;
         let b = blame(&refused_trace(), &[listening], MS);
         assert!(b.unmatched_streams.is_empty(), "{:?}", b.unmatched_streams);
     }
@@ -1123,7 +1123,7 @@ mod join {
     fn an_accepted_connection_has_no_exchanges() {
         let a = request_and_answer();
         let mut served = open_a(true, "10.0.0.1:40000", "10.0.0.2:80");
-        served.api = "accept4";
+        served.api = Api::Accept4;
         let calls = [
             served,
             call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
@@ -1278,4 +1278,11 @@ fn plain_ipv4_tcp_takes_the_common_path() {
     let mut with_option = ip.to_vec();
     with_option[0] = 0x46;
     assert!(crate::decode::decode_ipv4_tcp_common(&with_option, dir, orig - 14).is_none());
+}
+
+/// A run holds millions of calls (issue 19): the api as a one-byte enum, not a 16-byte `&str`,
+/// keeps a call at 96 bytes with the kernel's sequence number in it.
+#[test]
+fn a_socket_call_is_96_bytes() {
+    assert_eq!(std::mem::size_of::<crate::blame::SocketCall>(), 96);
 }

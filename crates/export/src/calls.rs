@@ -3,7 +3,7 @@
 
 use netblame_correlate::summary::split_test;
 use netblame_correlate::TestRow;
-use netblame_correlate::{ConnectTiming, Exchange, ReadBlame, SendTiming, SocketCall};
+use netblame_correlate::{Api, ConnectTiming, Exchange, ReadBlame, SendTiming, SocketCall};
 use polars::prelude::*;
 
 use crate::ExportError;
@@ -104,7 +104,7 @@ pub fn reads_frame(
             "wait_api",
             Option<&str>,
             r.iter().map(|b| match b.wait {
-                Some(w) => Some(w.api),
+                Some(w) => Some(w.api.as_str()),
                 None if calls[b.call].nonblocking => Some("none"),
                 None => None,
             })
@@ -168,7 +168,7 @@ pub fn sends_frame(calls: &[SocketCall], s: &[SendTiming]) -> Result<DataFrame, 
         col!(
             "wait_api",
             Option<&str>,
-            s.iter().map(|b| b.wait.map(|w| w.api))
+            s.iter().map(|b| b.wait.map(|w| w.api.as_str()))
         ),
         col!(
             "wait_call_ns",
@@ -195,7 +195,11 @@ pub fn connects_frame(calls: &[SocketCall], t: &[ConnectTiming]) -> Result<DataF
             i64,
             t.iter().map(|x| x.duration_ns(&calls[x.call]))
         ),
-        col!("wait_api", Option<&str>, t.iter().map(|x| x.wait_api)),
+        col!(
+            "wait_api",
+            Option<&str>,
+            t.iter().map(|x| x.wait_api.map(Api::as_str))
+        ),
         col!("syn_packets", u64, t.iter().map(|x| x.syn_packets)),
         col!("syn_loss_ns", i64, t.iter().map(|x| x.syn_loss_ns)),
         col!("peer_ns", i64, t.iter().map(|x| x.peer_ns)),

@@ -17,10 +17,10 @@ pub mod perfetto;
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, RunSummary, SocketCall,
+    summary, Api, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, RunSummary, SocketCall,
     TestPhase, TestRow, Totals, Verdict,
 };
-use netblame_instrument::{Event, Kind, LostCalls, PhaseLog, Proto, Recorder};
+use netblame_instrument::{Call, Event, Kind, LostCalls, PhaseLog, Proto, Recorder};
 
 use crate::fmt::{bytes as fmt_bytes, duration};
 
@@ -107,7 +107,7 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                 test: e.test,
                 addrs: None,
                 nonblocking: e.nonblocking,
-                api: e.call.as_str(),
+                api: api_of(e.call),
                 ready: e.ready,
                 errno: e.errno,
             };
@@ -121,6 +121,38 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
         rejected: total - calls.len() as u64,
         calls,
         recorders,
+    }
+}
+
+/// The correlator's name for a recorded call.
+fn api_of(call: Call) -> Api {
+    match call {
+        Call::Recv => Api::Recv,
+        Call::Recvfrom => Api::Recvfrom,
+        Call::Recvmsg => Api::Recvmsg,
+        Call::Recvmmsg => Api::Recvmmsg,
+        Call::Read => Api::Read,
+        Call::Readv => Api::Readv,
+        Call::Send => Api::Send,
+        Call::Sendto => Api::Sendto,
+        Call::Sendmsg => Api::Sendmsg,
+        Call::Sendmmsg => Api::Sendmmsg,
+        Call::Write => Api::Write,
+        Call::Writev => Api::Writev,
+        Call::Sendfile => Api::Sendfile,
+        Call::Connect => Api::Connect,
+        Call::Accept => Api::Accept,
+        Call::Accept4 => Api::Accept4,
+        Call::Close => Api::Close,
+        Call::Mark => Api::Mark,
+        Call::Poll => Api::Poll,
+        Call::Ppoll => Api::Ppoll,
+        Call::Select => Api::Select,
+        Call::Pselect => Api::Pselect,
+        Call::EpollWait => Api::EpollWait,
+        Call::EpollPwait => Api::EpollPwait,
+        Call::EpollPwait2 => Api::EpollPwait2,
+        _ => Api::Unknown,
     }
 }
 

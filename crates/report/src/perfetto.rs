@@ -570,7 +570,7 @@ impl<W: Write> TraceWriter<W> {
                     r#type: Some(SLICE_BEGIN),
                     track_uuid: Some(track),
                     category_iids: self.category(category),
-                    name_iid: self.name(c.api),
+                    name_iid: self.name(c.api.as_str()),
                     ..Default::default()
                 };
                 self.event(start, e)?;
