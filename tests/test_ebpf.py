@@ -56,6 +56,33 @@ def test_a_go_client_is_peer_slow(netns, tmp_path, built):
     assert "have no recorded socket calls" not in report, report
 
 
+def test_go_test_with_an_httptest_server(netns, tmp_path, built):
+    """`netblame run -- go test ./...`: the toolchain builds the test binary and runs it; its
+    httptest server and client share one process and one netpoller, whose waits the server's
+    120 ms sleep cuts short. The slow answer's read is timed from the request (its goroutine
+    found nothing, EAGAIN, and parked), not from the netpoller's last wait: peer-slow."""
+    suite = tmp_path / "svc"
+    shutil.copytree(PROGRAMS / "go" / "svc", suite)
+    out = tmp_path / "run"
+    env = dict(os.environ, CGO_ENABLED="0", GOCACHE=str(tmp_path / "gocache"), HOME=str(tmp_path),
+               GOFLAGS="-count=1")
+    r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                        "go", "test", "./..."], cwd=suite, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(out / "tables" / "reads.csv") as f:
+        reads = [row for row in csv.DictReader(f) if int(row["bytes"]) > 0]
+    with open(out / "tables" / "exchanges.csv") as f:
+        exchanges = list(csv.DictReader(f))
+    slow = max(exchanges, key=lambda e: int(e["total_ns"]))
+    assert (slow["request"], slow["verdict"]) == ("GET /slow", "peer-slow"), slow
+    answer = max(reads, key=lambda row: int(row["peer_wait_ns"]))
+    assert answer["verdict"] == "peer-slow", answer
+    assert 118 * MS <= int(answer["peer_wait_ns"]) <= 220 * MS, answer
+    assert answer["wait_api"] == "epoll_pwait", answer
+    report = (out / "report.txt").read_text()
+    assert "the eBPF recorder: pid" in report, report
+
+
 def test_a_static_c_client_is_peer_slow(netns, tmp_path, built):
     client_reads, _, report = run_with_server(netns, tmp_path, [built["static-get"], str(PORT)])
     # A blocking recv: no readiness wait.

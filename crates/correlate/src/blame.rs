@@ -124,6 +124,8 @@ impl std::fmt::Display for Api {
 
 /// Linux's errno for a non-blocking connect that goes on in the background.
 pub const EINPROGRESS: i32 = 115;
+/// Linux's errno for a non-blocking read that found no data (EWOULDBLOCK too).
+pub const EAGAIN: i32 = 11;
 
 /// A wait's report of a socket (the event log's bits): data to read.
 pub const READY_READ: u8 = 0x01;
@@ -724,6 +726,10 @@ struct StreamState {
     waits: Vec<WaitWindow>,
     /// When the last read on the socket returned.
     last_read_return: i64,
+    /// When a read first found no data (EAGAIN) since the last read of data: the program asked
+    /// for the answer from then on, whichever wait later told it (Go parks the goroutine and its
+    /// netpoller, on another thread and in calls of its own, reports the socket).
+    asked_since: Option<i64>,
     /// When the last send of data on the socket returned.
     last_send_return: i64,
     /// A non-blocking connect not yet reported done (index in `Blame::connects`).
@@ -754,9 +760,12 @@ impl StreamState {
 
     /// The wait a read called at `c` was timed over: of the waits that reported the socket
     /// after the previous read returned and before this one was called, the first (when the
-    /// program was first told; what it did after is dispatch). A wait begun before the
-    /// program's last send on the socket counts from that send: it was not waiting for an
-    /// answer before it asked. Waits that returned before the read are used up either way.
+    /// program was first told; what it did after is dispatch). A read that found no data
+    /// (EAGAIN) since the last data moves the start back to it: the program was waiting from
+    /// then, whichever later call of its event loop reported the socket (Go's netpoller, whose
+    /// waits timers cut short). A wait begun before the program's last send on the socket
+    /// counts from that send: it was not waiting for an answer before it asked. Waits that
+    /// returned before the read are used up either way.
     fn wait_for(&mut self, c: &SocketCall) -> Option<WaitWindow> {
         let after = self.last_read_return;
         let mut first: Option<WaitWindow> = None;
@@ -770,6 +779,10 @@ impl StreamState {
             false
         });
         first.map(|mut w| {
+            // Asked before the wait began: waiting from then (but not before the send, below).
+            if let Some(asked) = self.asked_since {
+                w.call_ns = w.call_ns.min(asked);
+            }
             if self.last_send_return < w.return_ns {
                 w.call_ns = w.call_ns.max(self.last_send_return);
             }
@@ -948,6 +961,11 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         let wait = if c.kind == CallKind::Recv {
             let w = st.wait_for(c);
             st.last_read_return = c.t_return_ns;
+            if c.bytes > 0 {
+                st.asked_since = None;
+            } else if c.bytes < 0 && c.errno == EAGAIN && !c.peek {
+                st.asked_since.get_or_insert(c.t_call_ns);
+            }
             // A read of data after a wait that reported the socket writable too: the program
             // went on to read, so a later send did not wait on that report (edge-triggered
             // epoll, as Go's netpoller uses, reports readable and writable together).

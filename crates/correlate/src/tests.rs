@@ -802,6 +802,28 @@ mod join {
         assert_eq!(blame(&a, &[], MS).unmatched_flows, vec![1]);
     }
 
+    /// Go: the request sent, a read finds nothing (EAGAIN), the goroutine parks; the netpoller's
+    /// wait that reports the socket began only just before (a timer cut the earlier ones short).
+    /// The read waited from the send, not from that last wait's call.
+    #[test]
+    fn a_read_that_found_nothing_starts_the_wait_of_the_next_one() {
+        let a = request_and_answer();
+        let mut eagain = call(CallKind::Recv, T0 + 3_955_000, T0 + 3_956_000, -1, 0);
+        eagain.errno = crate::blame::EAGAIN;
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            eagain,
+            wait(T0 + 5_900_000, T0 + 6_010_000),
+            call(CallKind::Recv, T0 + 6_020_000, T0 + 6_025_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        let r = b.reads.iter().find(|r| r.call == 4).unwrap();
+        assert_eq!(r.wait.map(|w| w.call_ns), Some(T0 + 3_955_000));
+        assert_eq!(r.timing.peer_wait_ns, 6 * MS - 3_955_000);
+        assert_eq!(r.verdict, Verdict::PeerSlow);
+    }
+
     /// Edge-triggered epoll (Go's netpoller) reports a socket readable and writable at once: the
     /// program reads what came, works, then writes; its send did not wait on that report.
     #[test]
