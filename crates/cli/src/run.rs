@@ -297,6 +297,29 @@ fn new_run(args: &RunArgs, use_: RunDirUse) -> Result<NewRun> {
     })
 }
 
+/// What a run's start gave: on a failure, the run directory goes with it (nothing
+/// half-written); else its folders are given to the user who ran sudo.
+fn settle<T>(
+    started: Result<T>,
+    out: &Path,
+    events_dir: &Path,
+    invoker: Option<&Invoker>,
+) -> Result<T> {
+    let started = match started {
+        Ok(v) => v,
+        Err(e) => {
+            std::fs::remove_dir_all(out).ok();
+            return Err(e);
+        }
+    };
+    if let Some(u) = invoker {
+        for p in [out, events_dir] {
+            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    Ok(started)
+}
+
 fn make_events_dir(events_dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir(events_dir)?;
     std::fs::set_permissions(events_dir, std::fs::Permissions::from_mode(0o700))
@@ -346,19 +369,8 @@ pub fn run(args: &RunArgs) -> Result<u8> {
                 }
             },
         );
-    let (session, preload, plugin, recorder) = match started {
-        Ok(v) => v,
-        Err(e) => {
-            // Nothing half-written: the run directory goes with the failure.
-            std::fs::remove_dir_all(&out).ok();
-            return Err(e);
-        }
-    };
-    if let Some(u) = &invoker {
-        for p in [&out, &events_dir] {
-            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
-        }
-    }
+    let (session, preload, plugin, recorder) =
+        settle(started, &out, &events_dir, invoker.as_ref())?;
     let start = clock_now();
     let ld_preload = match std::env::var_os("LD_PRELOAD") {
         Some(existing) if !existing.is_empty() => {
@@ -562,18 +574,7 @@ fn run_pid(args: &RunArgs, pid: u32) -> Result<u8> {
         }
         Ok((session, recorder))
     })();
-    let (session, recorder) = match started {
-        Ok(v) => v,
-        Err(e) => {
-            std::fs::remove_dir_all(&out).ok();
-            return Err(e);
-        }
-    };
-    if let Some(u) = &invoker {
-        for p in [&out, &events_dir] {
-            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
-        }
-    }
+    let (session, recorder) = settle(started, &out, &events_dir, invoker.as_ref())?;
     let start = clock_now();
     eprintln!(
         "netblame: recording pid {pid} and its children{}; Ctrl-C to stop",
