@@ -507,7 +507,10 @@ impl SendTiming {
     /// Times the send over the writability wait before it.
     fn after_wait(mut self, c: &SocketCall, wait: Option<WaitWindow>) -> SendTiming {
         if let Some(w) = wait {
-            self.send_blocked_ns = (c.t_return_ns - w.call_ns).max(0);
+            // The time in the wait and in the call, not between them: that was the program's
+            // (Go's netpoller reports a socket writable once, when it is registered, and the
+            // answer is written whenever the handler is done).
+            self.send_blocked_ns = (w.return_ns - w.call_ns).max(0) + (c.t_return_ns - c.t_call_ns);
             self.wait = Some(w);
         }
         self

@@ -802,6 +802,23 @@ mod join {
         assert_eq!(blame(&a, &[], MS).unmatched_flows, vec![1]);
     }
 
+    /// A wait that reported the socket writable at once, and a send 100 ms later (a handler
+    /// thinking): the send was blocked for the wait and the call, not for the time between.
+    #[test]
+    fn a_send_is_blocked_for_its_wait_and_its_call_not_the_gap_between() {
+        let a = request_and_answer();
+        let mut writable = wait(T0 + 3_960_000, T0 + 3_961_000);
+        writable.ready = crate::blame::READY_WRITE;
+        let calls = [
+            tcp_open(),
+            writable,
+            call(CallKind::Send, T0 + 103_961_000, T0 + 103_981_000, 10, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.sends[0].wait.map(|w| w.call_ns), Some(T0 + 3_960_000));
+        assert_eq!(b.sends[0].send_blocked_ns, 1_000 + 20_000);
+    }
+
     /// Go: the request sent, a read finds nothing (EAGAIN), the goroutine parks; the netpoller's
     /// wait that reports the socket began only just before (a timer cut the earlier ones short).
     /// The read waited from the send, not from that last wait's call.
