@@ -13,7 +13,7 @@
  *
  * One event per call goes to a ring buffer; a call that finds it full is counted per process
  * (`lost`), never waited for. Every loop is bounded. The event layout is `struct nb_event`,
- * mirrored in src/lib.rs. Rebuild with `just bpf` (clang -target bpf). */
+ * mirrored in src/logs.rs. Rebuild with `just bpf` (clang -target bpf). */
 
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
