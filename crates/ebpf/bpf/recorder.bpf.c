@@ -407,6 +407,17 @@ int BPF_PROG(on_sock_recv, struct sock *sk, int ret, int flags)
     return on_sock(sk, ret, flags, 0);
 }
 
+/* The fields every call's event has: who made the call, on which fd, and when. */
+static __always_inline void stamp(struct nb_event *e, struct call_state *st, u32 tgid, u32 tid,
+                                  s32 fd, u64 now)
+{
+    e->fd = fd;
+    e->t_call = st->t_call;
+    e->t_return = now;
+    e->tgid = tgid;
+    e->tid = tid;
+}
+
 static __always_inline u64 iov_total(u64 iov, u64 count)
 {
     u64 total = 0;
@@ -482,11 +493,7 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
     case NR_sendfile: e->call = CALL_SENDFILE; e->requested = st->args[3]; send = 1; break;
     }
     e->kind = send ? KIND_SEND : KIND_RECV;
-    e->fd = (s32)st->args[0];
-    e->t_call = st->t_call;
-    e->t_return = now;
-    e->tgid = tgid;
-    e->tid = tid;
+    stamp(e, st, tgid, tid, (s32)st->args[0], now);
     set_result(e, ret);
     if (st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) {
         /* The result counts messages: the bytes are what the socket moved. */
@@ -516,11 +523,7 @@ static __always_inline void emit_open(struct call_state *st, u32 tgid, u32 tid, 
     }
     e->kind = KIND_OPEN;
     e->call = st->nr == NR_connect ? CALL_CONNECT : st->nr == NR_accept ? CALL_ACCEPT : CALL_ACCEPT4;
-    e->fd = fd;
-    e->t_call = st->t_call;
-    e->t_return = now;
-    e->tgid = tgid;
-    e->tid = tid;
+    stamp(e, st, tgid, tid, fd, now);
     if (st->nr == NR_connect)
         set_result(e, ret);
     if (BPF_CORE_READ(f, f_flags) & O_NONBLOCK)
@@ -546,11 +549,7 @@ static __always_inline void emit_close(struct call_state *st, u32 tgid, u32 tid,
     e->kind = KIND_CLOSE;
     e->call = CALL_CLOSE;
     e->sk = skv;
-    e->fd = fd;
-    e->t_call = st->t_call;
-    e->t_return = now;
-    e->tgid = tgid;
-    e->tid = tid;
+    stamp(e, st, tgid, tid, fd, now);
     set_result(e, ret);
     submit(e);
 }
@@ -569,12 +568,8 @@ static __always_inline int emit_wait(struct call_state *st, u32 tgid, u32 tid, l
     e->kind = KIND_WAIT;
     e->call = call;
     e->sk = *sk;
-    e->fd = fd;
     e->ready = ready;
-    e->t_call = st->t_call;
-    e->t_return = now;
-    e->tgid = tgid;
-    e->tid = tid;
+    stamp(e, st, tgid, tid, fd, now);
     e->result = ret;
     submit(e);
     return 1;
