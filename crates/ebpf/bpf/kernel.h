@@ -66,7 +66,13 @@ struct socket {
     struct sock *sk;
 } PRESERVE;
 
+struct inode {
+    unsigned short i_mode;
+    unsigned long i_ino;
+} PRESERVE;
+
 struct file {
+    struct inode *f_inode;
     unsigned int f_flags;
     void *private_data;
 } PRESERVE;
@@ -104,6 +110,17 @@ struct user_msghdr {
     u32 pad;
     u64 msg_iov;
     u64 msg_iovlen;
+    u64 msg_control;
+    u64 msg_controllen;
+    u32 msg_flags;
+    u32 pad2;
+};
+
+/* recvmmsg's and sendmmsg's vector: msg_len is what the kernel moved for the message. */
+struct user_mmsghdr {
+    struct user_msghdr hdr;
+    u32 msg_len;
+    u32 pad;
 };
 
 enum {

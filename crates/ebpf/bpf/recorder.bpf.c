@@ -4,16 +4,17 @@
  * binaries, processes already running). Only tracepoints: this kernel has no kprobes and its
  * lockdown refuses fentry/fexit.
  *
- * - raw_syscalls sys_enter/sys_exit: a call's entry and return times, its arguments, its result.
- * - sock_send_length/sock_recv_length (fired inside every socket send and receive, read(2) and
- *   write(2) on a socket included): which socket the call moved bytes on, and its TCP sequence
- *   number, read from the socket after the call (first byte = write_seq or copied_seq - bytes).
- *   A call on anything but an IPv4/IPv6 TCP or UDP socket is not recorded.
+ * - raw_syscalls sys_enter/sys_exit: a call's entry and return times, its arguments, its result;
+ *   at the return, the call's socket is found in the fd table (a call on anything but an
+ *   IPv4/IPv6 TCP or UDP socket is not recorded) and, for TCP, the sequence number of the first
+ *   byte moved is read from it (write_seq or copied_seq after the call, less the bytes).
  * - sched_process_fork/exec/exit: the set of processes follows the command's children.
  *
- * One event per call goes to a ring buffer; a call that finds it full is counted per process
- * (`lost`), never waited for. Every loop is bounded. The event layout is `struct nb_event`,
- * mirrored in src/logs.rs. Rebuild with `just bpf` (clang -target bpf). */
+ * One event per call goes to a ring buffer, preceded by a socket event the first time a process
+ * uses a socket on an fd (its addresses); a call that finds the ring full is counted per process
+ * (`lost`), never waited for. A socket is named by its inode number (socket:[N] in /proc), which
+ * the kernel never gives two sockets. Every loop is bounded. The event layouts are `struct
+ * nb_event` and `struct nb_socket`, mirrored in src/logs.rs. Rebuild with `just bpf`. */
 
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -57,6 +58,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define KIND_FORK 100
 #define KIND_EXEC 101
 #define KIND_EXIT 102
+/* A socket's addresses (struct nb_socket), before the first call of a process on it. */
+#define KIND_SOCKET 103
 
 #define CALL_RECVFROM 2
 #define CALL_RECVMSG 3
@@ -98,48 +101,65 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define MSG_PEEK 0x02
 #define MSG_DONTWAIT 0x40
 #define O_NONBLOCK 04000
-#define EINPROGRESS 115
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
 
 /* Waits: events (epoll) and pollfds looked at per wait, and the fds select's sets can name;
  * iovecs summed per call for `requested`. */
 #define MAX_WAIT_EVENTS 64
 #define MAX_SELECT_WORDS 16
 #define MAX_IOVECS 8
+/* recvmmsg's and sendmmsg's messages summed per call (the kernel's UIO_MAXIOV). */
+#define MAX_MMSG 1024
+/* The sockets a thread remembers having named to the reader. */
+#define SOCKET_CACHE 4
 
+/* One call. 56 bytes, so that with the ring's 8-byte header every record fills one cache line. */
 struct nb_event {
     u64 t_call;   /* CLOCK_MONOTONIC ns: the reader moves it to the capture's clock */
     u64 t_return;
-    u64 sk;       /* the socket's identity (a kernel address, never dereferenced by the reader) */
-    s64 result;   /* bytes moved, or -1 */
-    u64 requested;
+    u64 sock;     /* the socket's inode number */
+    s64 result;   /* bytes moved (a wait: sockets reported), or -errno */
+    u32 requested; /* at most 4 GiB - 1 (the kernel moves at most 2 GiB a call) */
     u32 tgid;
-    u32 tid;
+    u32 tid;      /* a fork: the parent process */
     s32 fd;
     u32 seq;      /* TCP sequence number of the first byte moved (FLAG_SEQ) */
-    s32 err;
-    u16 call;
+    u8 call;
     u8 kind;
     u8 flags;
     u8 ready;
-    u8 family;    /* 4, 6, or 0 */
-    u16 lport;
-    u16 rport;
-    u16 pad;
-    u8 laddr[16];
-    u8 raddr[16];
 };
 
-_Static_assert(sizeof(struct nb_event) == 104, "nb_event is EVENT_SIZE bytes (src/logs.rs)");
+/* A socket's addresses: what the reader needs to open its stream. Same size, `kind` at the same
+ * place as nb_event's. */
+struct nb_socket {
+    u64 sock;
+    u8 laddr[16];
+    u8 raddr[16];
+    u32 tgid;
+    u16 lport;
+    u16 rport;
+    u8 family;    /* 4 or 6 */
+    u8 flags;     /* FLAG_TCP */
+    u8 pad[3];
+    u8 kind;      /* KIND_SOCKET */
+    u8 pad2[2];
+};
+
+_Static_assert(sizeof(struct nb_event) == 56, "nb_event is EVENT_SIZE bytes (src/logs.rs)");
+_Static_assert(sizeof(struct nb_socket) == 56, "nb_socket is EVENT_SIZE bytes (src/logs.rs)");
+_Static_assert(__builtin_offsetof(struct nb_event, kind) == 53, "KIND_AT (src/logs.rs)");
+_Static_assert(__builtin_offsetof(struct nb_socket, kind) == 53, "KIND_AT (src/logs.rs)");
 
 struct call_state {
     u64 t_call;
     u64 args[4];
-    u64 sk;
-    s64 moved;    /* bytes the socket tracepoints saw move (the mmsg forms' sum) */
+    u64 cache_sock[SOCKET_CACHE]; /* sockets this thread knows the reader knows, on ... */
+    s32 cache_fd[SOCKET_CACHE];   /* ... these fds */
+    u32 cache_next;
+    u32 events;   /* submitted by this thread: every 16th looks at the ring's fill */
     u32 nr;
-    u32 seq;
-    u8 sock_seen;
-    u8 flags;
     u8 active;    /* in a call (nr alone cannot say: read is system call 0) */
 };
 
@@ -227,83 +247,6 @@ static __always_inline void count_lost(u32 tgid, u64 now)
     bpf_map_update_elem(&lost, &tgid, &fresh, BPF_ANY);
 }
 
-static __always_inline struct nb_event *reserve(u32 tgid, u64 now)
-{
-    struct nb_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-    if (!e) {
-        count_lost(tgid, now);
-        return 0;
-    }
-    __builtin_memset(e, 0, sizeof(*e));
-    return e;
-}
-
-/* Hands an event to the reader without waking it: a wakeup per event costs the traced program
- * microseconds a call (the reader's thread is scheduled for each one). The reader polls every
- * few milliseconds instead, and is woken only when the ring is a quarter full. */
-static __always_inline void submit(struct nb_event *e)
-{
-    u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-    bpf_ringbuf_submit(e, avail > ring_bytes / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline struct file *file_of_fd(s32 fd)
-{
-    if (fd < 0)
-        return 0;
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-    if (!fdt || (u32)fd >= BPF_CORE_READ(fdt, max_fds))
-        return 0;
-    struct file **fds = BPF_CORE_READ(fdt, fd);
-    struct file *f = 0;
-    bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-    return f;
-}
-
-/* The socket's addresses and protocol into `e`; 0 for anything but inet TCP/UDP. */
-static __always_inline int describe(struct nb_event *e, struct sock *sk)
-{
-    if (!sk)
-        return 0;
-    u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-    u16 proto = BPF_CORE_READ(sk, sk_protocol);
-    if ((family != AF_INET && family != AF_INET6) || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
-        return 0;
-    e->sk = (u64)sk;
-    if (proto == IPPROTO_TCP)
-        e->flags |= FLAG_TCP;
-    e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-    e->rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-    if (family == AF_INET) {
-        e->family = 4;
-        u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-        u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-        __builtin_memcpy(e->laddr, &l, 4);
-        __builtin_memcpy(e->raddr, &r, 4);
-    } else {
-        e->family = 6;
-        BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-        BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-    }
-    return 1;
-}
-
-static __always_inline struct sock *sock_of_file(struct file *f)
-{
-    if (!f)
-        return 0;
-    struct socket *s = BPF_CORE_READ(f, private_data);
-    if (!s)
-        return 0;
-    return BPF_CORE_READ(s, sk);
-}
-
-static __always_inline u64 sock_key(u32 tgid, s32 fd)
-{
-    return ((u64)tgid << 32) | (u32)fd;
-}
-
 static __always_inline int relevant(long nr)
 {
     switch (nr) {
@@ -352,70 +295,145 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
     st->args[1] = regs->si;
     st->args[2] = regs->dx;
     st->args[3] = regs->r10;
-    st->sk = 0;
-    st->moved = 0;
-    st->seq = 0;
-    st->sock_seen = 0;
-    st->flags = 0;
     st->active = 1;
     return 0;
 }
 
-static __always_inline int on_sock(struct sock *sk, int ret, int flags, int send)
+/* A record of the ring buffer, or 0 (counted lost) when it is full. Every field of it is set by
+ * the caller: nothing is left from the record that was there before. */
+static __always_inline void *reserve(u32 tgid, u64 now)
 {
-    struct call_state *st = current_call(0);
-    if (!st || !st->active)
+    void *r = bpf_ringbuf_reserve(&events, sizeof(struct nb_event), 0);
+    if (!r)
+        count_lost(tgid, now);
+    return r;
+}
+
+/* Hands a record to the reader without waking it: a wakeup per event costs the traced program
+ * microseconds a call (the reader's thread is scheduled for each one). The reader drains the
+ * ring every 20 ms, and is woken when it is a quarter full, which each thread looks at every
+ * 16th record (the ring's positions are written by the reader: a cache line from the other
+ * CPU). */
+static __always_inline void submit(void *r, struct call_state *st)
+{
+    u64 wake = 0;
+    if (st && (++st->events & 15) == 0)
+        wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > ring_bytes / 4;
+    bpf_ringbuf_submit(r, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* What a call's fd is, when it is an inet TCP or UDP socket. */
+struct socket_ref {
+    struct sock *sk;
+    u64 sock;     /* the socket's inode number */
+    u32 f_flags;
+};
+
+/* The fd's socket, from the calling thread's fd table; 0 for anything else. Direct loads (the
+ * verifier turns them into loads that cannot fault), one probe read for the fd array. */
+static __always_inline int socket_at(s32 fd, struct socket_ref *out)
+{
+    if (fd < 0)
         return 0;
-    if (!st->sock_seen) {
-        st->sock_seen = 1;
-        st->sk = (u64)sk;
-        if (flags & MSG_PEEK)
-            st->flags |= FLAG_PEEK;
-        if (flags & MSG_DONTWAIT)
-            st->flags |= FLAG_NONBLOCKING;
-        struct tcp_sock *tp = sk->sk_protocol == IPPROTO_TCP ? bpf_skc_to_tcp_sock(sk) : 0;
-        if (tp) {
-            u32 moved = (ret > 0 && !(flags & MSG_PEEK)) ? (u32)ret : 0;
-            if (send) {
-                st->seq = tp->write_seq - moved;
-            } else {
-                u32 copied = tp->copied_seq;
-                /* A read that took the last bytes before a FIN took the FIN too: copied_seq
-                 * passed it (tcp_recvmsg's found_fin_ok). */
-                if (moved && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) &&
-                    copied == tp->rcv_nxt)
-                    moved += 1;
-                st->seq = copied - moved;
-            }
-            st->flags |= FLAG_SEQ;
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct fdtable *fdt = task->files->fdt;
+    if (!fdt || (u32)fd >= fdt->max_fds)
+        return 0;
+    struct file **fds = fdt->fd;
+    struct file *raw = 0;
+    bpf_probe_read_kernel(&raw, sizeof(raw), &fds[fd]);
+    if (!raw)
+        return 0;
+    struct file *f = bpf_rdonly_cast(raw, bpf_core_type_id_kernel(struct file));
+    struct inode *ino = f->f_inode;
+    if ((ino->i_mode & S_IFMT) != S_IFSOCK)
+        return 0;
+    struct socket *so = bpf_rdonly_cast(f->private_data, bpf_core_type_id_kernel(struct socket));
+    struct sock *sk = so->sk;
+    if (!sk)
+        return 0;
+    u16 family = sk->__sk_common.skc_family;
+    u16 proto = sk->sk_protocol;
+    if ((family != AF_INET && family != AF_INET6) || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
+        return 0;
+    out->sk = sk;
+    out->sock = ino->i_ino;
+    out->f_flags = f->f_flags;
+    return 1;
+}
+
+static __always_inline u64 sock_key(u32 tgid, s32 fd)
+{
+    return ((u64)tgid << 32) | (u32)fd;
+}
+
+/* Names `ref`'s socket on `fd` to the reader (a socket record) unless it knows it: this
+ * thread said so before (its cache) or the process's socks map has it on this fd. 0 when the
+ * ring is full (the call is then not recorded either: the reader could not place it). */
+static __always_inline int name_socket(struct call_state *st, u32 tgid, s32 fd,
+                                       struct socket_ref *ref, u64 now)
+{
+    for (int i = 0; i < SOCKET_CACHE; i++)
+        if (st->cache_sock[i] == ref->sock && st->cache_fd[i] == fd)
+            return 1;
+    u64 key = sock_key(tgid, fd);
+    u64 *known = bpf_map_lookup_elem(&socks, &key);
+    if (!known || *known != ref->sock) {
+        struct nb_socket *d = reserve(tgid, now);
+        if (!d)
+            return 0;
+        struct sock *sk = ref->sk;
+        __builtin_memset(d, 0, sizeof(*d));
+        d->kind = KIND_SOCKET;
+        d->sock = ref->sock;
+        d->tgid = tgid;
+        d->flags = sk->sk_protocol == IPPROTO_TCP ? FLAG_TCP : 0;
+        d->lport = sk->__sk_common.skc_num;
+        d->rport = __builtin_bswap16(sk->__sk_common.skc_dport);
+        if (sk->__sk_common.skc_family == AF_INET) {
+            d->family = 4;
+            u32 l = sk->__sk_common.skc_rcv_saddr;
+            u32 r = sk->__sk_common.skc_daddr;
+            __builtin_memcpy(d->laddr, &l, 4);
+            __builtin_memcpy(d->raddr, &r, 4);
+        } else {
+            d->family = 6;
+            BPF_CORE_READ_INTO(&d->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+            BPF_CORE_READ_INTO(&d->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
         }
+        submit(d, st);
+        bpf_map_update_elem(&socks, &key, &ref->sock, BPF_ANY);
     }
-    if (ret > 0)
-        st->moved += ret;
-    return 0;
+    u32 slot = st->cache_next++ % SOCKET_CACHE;
+    st->cache_sock[slot] = ref->sock;
+    st->cache_fd[slot] = fd;
+    return 1;
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(on_sock_send, struct sock *sk, int ret, int flags)
+/* The fields every call's event has. */
+static __always_inline void stamp(struct nb_event *e, struct call_state *st, u8 kind, u8 call,
+                                  u32 tgid, u32 tid, s32 fd, u64 sock, long ret, u64 now)
 {
-    return on_sock(sk, ret, flags, 1);
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(on_sock_recv, struct sock *sk, int ret, int flags)
-{
-    return on_sock(sk, ret, flags, 0);
-}
-
-/* The fields every call's event has: who made the call, on which fd, and when. */
-static __always_inline void stamp(struct nb_event *e, struct call_state *st, u32 tgid, u32 tid,
-                                  s32 fd, u64 now)
-{
-    e->fd = fd;
     e->t_call = st->t_call;
     e->t_return = now;
+    e->sock = sock;
+    e->result = ret;
+    e->requested = 0;
     e->tgid = tgid;
     e->tid = tid;
+    e->fd = fd;
+    e->seq = 0;
+    e->call = call;
+    e->kind = kind;
+    e->flags = 0;
+    e->ready = 0;
+}
+
+static __always_inline u32 saturated(u64 n)
+{
+    return n > 0xffffffffULL ? 0xffffffff : (u32)n;
 }
 
 static __always_inline u64 iov_total(u64 iov, u64 count)
@@ -432,146 +450,174 @@ static __always_inline u64 iov_total(u64 iov, u64 count)
     return total;
 }
 
-static __always_inline void set_result(struct nb_event *e, long ret)
+struct mmsg_sum {
+    u64 vec;
+    u64 count;
+    u64 total;
+};
+
+static long mmsg_len_at(u64 i, void *ctx)
 {
-    if (ret < 0) {
-        e->result = -1;
-        e->err = -ret;
-    } else {
-        e->result = ret;
-    }
+    struct mmsg_sum *m = ctx;
+    if (i >= m->count)
+        return 1;
+    u32 len = 0;
+    if (bpf_probe_read_user(&len, sizeof(len),
+                            (void *)(m->vec + i * sizeof(struct user_mmsghdr) +
+                                     __builtin_offsetof(struct user_mmsghdr, msg_len))))
+        return 1;
+    m->total += len;
+    return 0;
+}
+
+/* The bytes of the first `count` messages of an mmsg vector (what the kernel wrote back). */
+static __always_inline u64 mmsg_total(u64 vec, long count)
+{
+    if (count <= 0)
+        return 0;
+    struct mmsg_sum m = { .vec = vec, .count = (u64)count };
+    bpf_loop(MAX_MMSG, mmsg_len_at, &m, 0);
+    return m.total;
 }
 
 /* A read or a write on an inet socket. */
 static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, long ret, u64 now)
 {
-    if (!st->sock_seen)
+    s32 fd = (s32)st->args[0];
+    struct socket_ref ref;
+    if (!socket_at(fd, &ref) || !name_socket(st, tgid, fd, &ref, now))
         return;
-    u64 key = sock_key(tgid, (s32)st->args[0]);
-    u64 *known = bpf_map_lookup_elem(&socks, &key);
-    struct nb_event *e = reserve(tgid, now);
-    if (!e)
-        return;
-    if (known && *known == st->sk) {
-        /* Described in an earlier event: the reader knows its addresses. */
-        e->sk = st->sk;
-    } else {
-        if (!describe(e, (struct sock *)st->sk)) {
-            bpf_ringbuf_discard(e, 0);
-            return;
-        }
-        struct file *f = file_of_fd((s32)st->args[0]);
-        if (f && (BPF_CORE_READ(f, f_flags) & O_NONBLOCK))
-            e->flags |= FLAG_NONBLOCKING;
-        bpf_map_update_elem(&socks, &key, &st->sk, BPF_ANY);
-    }
     int send = 0;
+    u8 call = 0;
+    u64 requested = 0;
+    u64 msg_flags = 0;
+    u64 moved = ret > 0 ? ret : 0;
     switch (st->nr) {
-    case NR_read: e->call = CALL_READ; e->requested = st->args[2]; break;
-    case NR_recvfrom: e->call = CALL_RECVFROM; e->requested = st->args[2]; break;
-    case NR_readv: e->call = CALL_READV; e->requested = iov_total(st->args[1], st->args[2]); break;
+    case NR_read: call = CALL_READ; requested = st->args[2]; break;
+    case NR_recvfrom: call = CALL_RECVFROM; requested = st->args[2]; msg_flags = st->args[3]; break;
+    case NR_readv: call = CALL_READV; requested = iov_total(st->args[1], st->args[2]); break;
     case NR_recvmsg: {
         struct user_msghdr m = {};
         bpf_probe_read_user(&m, sizeof(m), (void *)st->args[1]);
-        e->call = CALL_RECVMSG;
-        e->requested = iov_total(m.msg_iov, m.msg_iovlen);
+        call = CALL_RECVMSG;
+        requested = iov_total(m.msg_iov, m.msg_iovlen);
+        msg_flags = st->args[2];
         break;
     }
-    case NR_recvmmsg: e->call = CALL_RECVMMSG; break;
-    case NR_write: e->call = CALL_WRITE; e->requested = st->args[2]; send = 1; break;
-    case NR_sendto: e->call = CALL_SENDTO; e->requested = st->args[2]; send = 1; break;
-    case NR_writev: e->call = CALL_WRITEV; e->requested = iov_total(st->args[1], st->args[2]); send = 1; break;
+    case NR_recvmmsg:
+        call = CALL_RECVMMSG;
+        /* The result counts messages: the bytes are what the messages say they got. */
+        moved = requested = mmsg_total(st->args[1], ret);
+        msg_flags = st->args[3];
+        break;
+    case NR_write: call = CALL_WRITE; requested = st->args[2]; send = 1; break;
+    case NR_sendto: call = CALL_SENDTO; requested = st->args[2]; msg_flags = st->args[3]; send = 1; break;
+    case NR_writev: call = CALL_WRITEV; requested = iov_total(st->args[1], st->args[2]); send = 1; break;
     case NR_sendmsg: {
         struct user_msghdr m = {};
         bpf_probe_read_user(&m, sizeof(m), (void *)st->args[1]);
-        e->call = CALL_SENDMSG;
-        e->requested = iov_total(m.msg_iov, m.msg_iovlen);
+        call = CALL_SENDMSG;
+        requested = iov_total(m.msg_iov, m.msg_iovlen);
+        msg_flags = st->args[2];
         send = 1;
         break;
     }
-    case NR_sendmmsg: e->call = CALL_SENDMMSG; send = 1; break;
-    case NR_sendfile: e->call = CALL_SENDFILE; e->requested = st->args[3]; send = 1; break;
+    case NR_sendmmsg:
+        call = CALL_SENDMMSG;
+        moved = requested = mmsg_total(st->args[1], ret);
+        msg_flags = st->args[3];
+        send = 1;
+        break;
+    case NR_sendfile: call = CALL_SENDFILE; requested = st->args[3]; send = 1; break;
     }
-    e->kind = send ? KIND_SEND : KIND_RECV;
-    stamp(e, st, tgid, tid, (s32)st->args[0], now);
-    set_result(e, ret);
-    if (st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) {
-        /* The result counts messages: the bytes are what the socket moved. */
-        if (ret >= 0)
-            e->result = st->moved;
-        e->requested = st->moved;
+    u8 flags = 0;
+    if (!send && (msg_flags & MSG_PEEK)) {
+        flags |= FLAG_PEEK;
+        moved = 0;
     }
-    e->seq = st->seq;
-    e->flags |= st->flags;
-    submit(e);
+    if ((msg_flags & MSG_DONTWAIT) || (ref.f_flags & O_NONBLOCK))
+        flags |= FLAG_NONBLOCKING;
+    struct sock *sk = ref.sk;
+    u32 seq = 0;
+    if (sk->sk_protocol == IPPROTO_TCP) {
+        flags |= FLAG_TCP | FLAG_SEQ;
+        struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+        if (send) {
+            seq = tp->write_seq - (u32)moved;
+        } else {
+            u32 copied = tp->copied_seq;
+            /* A read that took the last bytes before a FIN took the FIN too: copied_seq
+             * passed it (tcp_recvmsg's found_fin_ok). */
+            if (moved && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && copied == tp->rcv_nxt)
+                moved += 1;
+            seq = copied - (u32)moved;
+        }
+    }
+    struct nb_event *e = reserve(tgid, now);
+    if (!e)
+        return;
+    long result = ret;
+    if ((st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) && ret >= 0)
+        result = requested;
+    stamp(e, st, send ? KIND_SEND : KIND_RECV, call, tgid, tid, fd, ref.sock, result, now);
+    e->requested = saturated(requested);
+    e->seq = seq;
+    e->flags = flags;
+    submit(e, st);
 }
 
 /* A connect's or an accept's new socket. */
 static __always_inline void emit_open(struct call_state *st, u32 tgid, u32 tid, long ret, u64 now)
 {
     s32 fd = st->nr == NR_connect ? (s32)st->args[0] : (s32)ret;
-    if (fd < 0)
+    struct socket_ref ref;
+    if (!socket_at(fd, &ref) || !name_socket(st, tgid, fd, &ref, now))
         return;
-    struct file *f = file_of_fd(fd);
-    struct sock *sk = sock_of_file(f);
     struct nb_event *e = reserve(tgid, now);
     if (!e)
         return;
-    if (!describe(e, sk)) {
-        bpf_ringbuf_discard(e, 0);
-        return;
-    }
-    e->kind = KIND_OPEN;
-    e->call = st->nr == NR_connect ? CALL_CONNECT : st->nr == NR_accept ? CALL_ACCEPT : CALL_ACCEPT4;
-    stamp(e, st, tgid, tid, fd, now);
-    if (st->nr == NR_connect)
-        set_result(e, ret);
-    if (BPF_CORE_READ(f, f_flags) & O_NONBLOCK)
+    u8 call = st->nr == NR_connect ? CALL_CONNECT : st->nr == NR_accept ? CALL_ACCEPT : CALL_ACCEPT4;
+    stamp(e, st, KIND_OPEN, call, tgid, tid, fd, ref.sock, st->nr == NR_connect ? ret : 0, now);
+    if (ref.sk->sk_protocol == IPPROTO_TCP)
+        e->flags |= FLAG_TCP;
+    if (ref.f_flags & O_NONBLOCK)
         e->flags |= FLAG_NONBLOCKING;
-    u64 key = sock_key(tgid, fd);
-    u64 skv = (u64)sk;
-    bpf_map_update_elem(&socks, &key, &skv, BPF_ANY);
-    submit(e);
+    submit(e, st);
 }
 
 static __always_inline void emit_close(struct call_state *st, u32 tgid, u32 tid, long ret, u64 now)
 {
     s32 fd = (s32)st->args[0];
+    for (int i = 0; i < SOCKET_CACHE; i++)
+        if (st->cache_fd[i] == fd)
+            st->cache_sock[i] = 0;
     u64 key = sock_key(tgid, fd);
-    u64 *sk = bpf_map_lookup_elem(&socks, &key);
-    if (!sk)
+    u64 *known = bpf_map_lookup_elem(&socks, &key);
+    if (!known)
         return;
-    u64 skv = *sk;
+    u64 sock = *known;
     bpf_map_delete_elem(&socks, &key);
     struct nb_event *e = reserve(tgid, now);
     if (!e)
         return;
-    e->kind = KIND_CLOSE;
-    e->call = CALL_CLOSE;
-    e->sk = skv;
-    stamp(e, st, tgid, tid, fd, now);
-    set_result(e, ret);
-    submit(e);
+    stamp(e, st, KIND_CLOSE, CALL_CLOSE, tgid, tid, fd, sock, ret, now);
+    submit(e, st);
 }
 
 /* A Wait event for fd if it is a recorded socket; 0 when the ring is full. */
 static __always_inline int emit_wait(struct call_state *st, u32 tgid, u32 tid, long ret, u64 now,
-                                     s32 fd, u16 call, u8 ready)
+                                     s32 fd, u8 call, u8 ready)
 {
     u64 key = sock_key(tgid, fd);
-    u64 *sk = bpf_map_lookup_elem(&socks, &key);
-    if (!sk)
+    u64 *known = bpf_map_lookup_elem(&socks, &key);
+    if (!known)
         return 1;
     struct nb_event *e = reserve(tgid, now);
     if (!e)
         return 0;
-    e->kind = KIND_WAIT;
-    e->call = call;
-    e->sk = *sk;
+    stamp(e, st, KIND_WAIT, call, tgid, tid, fd, *known, ret, now);
     e->ready = ready;
-    stamp(e, st, tgid, tid, fd, now);
-    e->result = ret;
-    submit(e);
+    submit(e, st);
     return 1;
 }
 
@@ -588,7 +634,7 @@ struct wait_loop {
     u32 tid;
     long ret;
     u64 now;
-    u16 call;
+    u8 call;
     int reported;
     u64 words[3]; /* select: the current word of each set */
 };
@@ -738,12 +784,13 @@ static __always_inline void emit_process(u8 kind, u32 tgid, u32 parent)
     struct nb_event *e = reserve(tgid, now);
     if (!e)
         return;
+    __builtin_memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->tgid = tgid;
     e->tid = parent;
     e->t_call = now;
     e->t_return = now;
-    submit(e);
+    submit(e, 0);
 }
 
 SEC("tp_btf/sched_process_fork")

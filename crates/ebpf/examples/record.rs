@@ -6,7 +6,10 @@ fn main() {
     let (dir, cmd) = (&args[0], &args[2..]);
     let options = netblame_ebpf::Options {
         object: std::env::var_os("NETBLAME_EBPF_OBJECT").map(Into::into),
-        ..netblame_ebpf::Options::default()
+        ring_mib: std::env::var("NETBLAME_EBPF_RING_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(netblame_ebpf::Options::default().ring_mib),
     };
     let mut rec = netblame_ebpf::Recorder::load(&options)
         .unwrap_or_else(|e| panic!("{e}: {}", e.log().unwrap_or("")));

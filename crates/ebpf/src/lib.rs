@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder, PrintLevel, RingBufferBuilder};
 
-pub use logs::{KernelEvent, Logs, RecordSummary, EVENT_SIZE};
+pub use logs::{KernelEvent, KernelRecord, KernelSocket, Logs, RecordSummary, EVENT_SIZE};
 
 /// The compiled BPF object (see `just bpf`).
 pub const OBJECT: &[u8] = include_bytes!("../bpf/recorder.bpf.o");
@@ -382,9 +382,12 @@ impl Recorder {
                 };
                 // A write error does not stop the draining (the programs never wait for it):
                 // the logs keep what was written, and `finish` reports the error.
+                // The programs wake this thread only when the ring is a quarter full: every
+                // 20 ms it takes what is there either way.
                 while !stop.load(Ordering::Acquire) {
                     ring.poll(Duration::from_millis(20))
                         .map_err(io::Error::other)?;
+                    ring.consume().map_err(io::Error::other)?;
                 }
                 ring.consume().map_err(io::Error::other)?;
                 drop(ring);

@@ -9,13 +9,18 @@ use std::path::{Path, PathBuf};
 use netblame_instrument::record::{flags, Call, Kind, RawRecord, Recorder};
 use netblame_instrument::LogFile;
 
-/// Size of `struct nb_event` (bpf/recorder.bpf.c).
-pub const EVENT_SIZE: usize = 104;
+/// Size of `struct nb_event` and of `struct nb_socket` (bpf/recorder.bpf.c): with the ring's
+/// 8-byte header, one cache line a record.
+pub const EVENT_SIZE: usize = 56;
+/// Where both put their kind.
+const KIND_AT: usize = 53;
 
 /// The BPF program's process events (not in the log format).
 const KIND_FORK: u8 = 100;
 const KIND_EXEC: u8 = 101;
 const KIND_EXIT: u8 = 102;
+/// A socket's addresses (`struct nb_socket`), before the first call of a process on it.
+const KIND_SOCKET: u8 = 103;
 
 const FLAG_SEQ: u8 = 0x01;
 const FLAG_PEEK: u8 = 0x02;
@@ -26,64 +31,131 @@ const FLAG_TCP: u8 = 0x08;
 /// process both recorded (a stream id is the pid and this number).
 const FIRST_STREAM: u32 = 1 << 31;
 
-/// One `struct nb_event`, parsed.
+/// One `struct nb_event`, parsed: a call, or a process's fork, exec or exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KernelEvent {
     /// CLOCK_MONOTONIC, ns.
     pub t_call: u64,
     pub t_return: u64,
-    pub sk: u64,
+    /// The socket's inode number.
+    pub sock: u64,
+    /// Bytes moved (a wait: sockets reported), or -errno.
     pub result: i64,
-    pub requested: u64,
+    pub requested: u32,
     pub tgid: u32,
     /// The thread; for a fork, the parent process.
     pub tid: u32,
     pub fd: i32,
     pub seq: u32,
-    pub err: i32,
-    pub call: u16,
+    pub call: u8,
     pub kind: u8,
     pub flags: u8,
     pub ready: u8,
+}
+
+/// One `struct nb_socket`: the addresses of a socket a process is about to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSocket {
+    pub sock: u64,
+    pub tgid: u32,
+    pub tcp: bool,
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
 }
 
-impl KernelEvent {
+/// One ring buffer record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelRecord {
+    Event(KernelEvent),
+    Socket(KernelSocket),
+}
+
+impl KernelRecord {
     /// Parses one ring buffer record; `None` when it is not `EVENT_SIZE` bytes.
-    pub fn parse(b: &[u8]) -> Option<KernelEvent> {
+    pub fn parse(b: &[u8]) -> Option<KernelRecord> {
         let b: &[u8; EVENT_SIZE] = b.try_into().ok()?;
         let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().expect("4 bytes"));
         let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        let addr = |at: usize, port: u16| -> Option<SocketAddr> {
-            let ip = match b[65] {
-                4 => IpAddr::V4(Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])),
-                6 => IpAddr::V6(Ipv6Addr::from(
-                    <[u8; 16]>::try_from(&b[at..at + 16]).expect("16 bytes"),
-                )),
-                _ => return None,
+        if b[KIND_AT] == KIND_SOCKET {
+            let addr = |at: usize, port: u16| -> Option<SocketAddr> {
+                let ip = match b[48] {
+                    4 => IpAddr::V4(Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])),
+                    6 => IpAddr::V6(Ipv6Addr::from(
+                        <[u8; 16]>::try_from(&b[at..at + 16]).expect("16 bytes"),
+                    )),
+                    _ => return None,
+                };
+                Some(SocketAddr::new(ip, port))
             };
-            Some(SocketAddr::new(ip, port))
-        };
-        Some(KernelEvent {
+            return Some(KernelRecord::Socket(KernelSocket {
+                sock: u64_at(0),
+                tgid: u32_at(40),
+                tcp: b[49] & FLAG_TCP != 0,
+                local: addr(8, u16_at(44)),
+                peer: addr(24, u16_at(46)),
+            }));
+        }
+        Some(KernelRecord::Event(KernelEvent {
             t_call: u64_at(0),
             t_return: u64_at(8),
-            sk: u64_at(16),
+            sock: u64_at(16),
             result: u64_at(24) as i64,
-            requested: u64_at(32),
-            tgid: u32_at(40),
-            tid: u32_at(44),
-            fd: u32_at(48) as i32,
-            seq: u32_at(52),
-            err: u32_at(56) as i32,
-            call: u16_at(60),
-            kind: b[62],
-            flags: b[63],
-            ready: b[64],
-            local: addr(72, u16_at(66)),
-            peer: addr(88, u16_at(68)),
-        })
+            requested: u32_at(32),
+            tgid: u32_at(36),
+            tid: u32_at(40),
+            fd: u32_at(44) as i32,
+            seq: u32_at(48),
+            call: b[52],
+            kind: b[KIND_AT],
+            flags: b[54],
+            ready: b[55],
+        }))
+    }
+
+    /// The record's bytes as the BPF program lays them out (for tests and fuzzing).
+    pub fn to_bytes(&self) -> [u8; EVENT_SIZE] {
+        let mut b = [0u8; EVENT_SIZE];
+        match self {
+            KernelRecord::Event(e) => {
+                b[0..8].copy_from_slice(&e.t_call.to_ne_bytes());
+                b[8..16].copy_from_slice(&e.t_return.to_ne_bytes());
+                b[16..24].copy_from_slice(&e.sock.to_ne_bytes());
+                b[24..32].copy_from_slice(&e.result.to_ne_bytes());
+                b[32..36].copy_from_slice(&e.requested.to_ne_bytes());
+                b[36..40].copy_from_slice(&e.tgid.to_ne_bytes());
+                b[40..44].copy_from_slice(&e.tid.to_ne_bytes());
+                b[44..48].copy_from_slice(&e.fd.to_ne_bytes());
+                b[48..52].copy_from_slice(&e.seq.to_ne_bytes());
+                b[52] = e.call;
+                b[KIND_AT] = e.kind;
+                b[54] = e.flags;
+                b[55] = e.ready;
+            }
+            KernelRecord::Socket(s) => {
+                b[0..8].copy_from_slice(&s.sock.to_ne_bytes());
+                b[40..44].copy_from_slice(&s.tgid.to_ne_bytes());
+                let mut put = |at: usize, port_at: usize, a: Option<SocketAddr>| {
+                    let Some(a) = a else { return 0 };
+                    b[port_at..port_at + 2].copy_from_slice(&a.port().to_ne_bytes());
+                    match a.ip() {
+                        IpAddr::V4(ip) => {
+                            b[at..at + 4].copy_from_slice(&ip.octets());
+                            4
+                        }
+                        IpAddr::V6(ip) => {
+                            b[at..at + 16].copy_from_slice(&ip.octets());
+                            6
+                        }
+                    }
+                };
+                let family = put(8, 44, s.local).max(put(24, 46, s.peer));
+                b[48] = family;
+                b[49] = if s.tcp { FLAG_TCP } else { 0 };
+                b[KIND_AT] = KIND_SOCKET;
+            }
+        }
+        b
     }
 }
 
@@ -118,7 +190,8 @@ impl ClockOffset {
 /// A socket of a process, as its log knows it.
 #[derive(Debug, Clone, Copy)]
 struct Socket {
-    sk: u64,
+    /// The socket's inode number.
+    sock: u64,
     stream: u32,
     /// Bytes sent and received so far (the offsets of UDP calls; TCP ones carry the sequence).
     sent: u64,
@@ -154,6 +227,9 @@ pub struct Logs {
     open: HashMap<u32, ProcessLog>,
     /// The last log of each process (for its lost calls) and what was written.
     last_log: HashMap<u32, PathBuf>,
+    /// Per process, the addresses of the sockets the BPF program named (kept across an exec,
+    /// whose process keeps its sockets and which the program does not name again).
+    named: HashMap<u32, HashMap<u64, KernelSocket>>,
     summary: RecordSummary,
     malformed: u64,
     error: Option<io::Error>,
@@ -166,6 +242,7 @@ impl Logs {
             clock,
             open: HashMap::new(),
             last_log: HashMap::new(),
+            named: HashMap::new(),
             summary: RecordSummary::default(),
             malformed: 0,
             error: None,
@@ -180,13 +257,25 @@ impl Logs {
 
     /// One ring buffer record.
     pub fn handle_bytes(&mut self, data: &[u8]) {
-        let Some(e) = KernelEvent::parse(data) else {
-            self.malformed += 1;
-            return;
+        let result = match KernelRecord::parse(data) {
+            None => {
+                self.malformed += 1;
+                return;
+            }
+            Some(KernelRecord::Socket(s)) => {
+                self.handle_socket(&s);
+                Ok(())
+            }
+            Some(KernelRecord::Event(e)) => self.handle(&e),
         };
-        if let Err(err) = self.handle(&e) {
+        if let Err(err) = result {
             self.error.get_or_insert(err);
         }
+    }
+
+    /// A socket record (`handle_bytes` takes them from the ring).
+    pub fn handle_socket(&mut self, s: &KernelSocket) {
+        self.named.entry(s.tgid).or_default().insert(s.sock, *s);
     }
 
     fn start_log(&mut self, pid: u32, start_ns: i64) -> io::Result<()> {
@@ -225,7 +314,10 @@ impl Logs {
         let t = self.clock.realtime(e.t_call);
         match e.kind {
             KIND_FORK | KIND_EXEC => return self.start_log(e.tgid, t),
-            KIND_EXIT => return self.end_log(e.tgid),
+            KIND_EXIT => {
+                self.named.remove(&e.tgid);
+                return self.end_log(e.tgid);
+            }
             _ => {}
         }
         let Some(kind) = Kind::from_u8(e.kind) else {
@@ -239,15 +331,18 @@ impl Logs {
         let clock = self.clock;
         let p = self.open.get_mut(&e.tgid).expect("just opened");
         let mut r = RawRecord::new(kind);
-        r.call = Call::from_u16(e.call);
+        r.call = Call::from_u16(u16::from(e.call));
         r.pid = e.tgid;
         r.tid = e.tid;
         r.fd = e.fd;
         r.t_call_ns = t;
         r.t_return_ns = clock.realtime(e.t_return).max(t);
-        r.requested = e.requested;
-        r.result = e.result;
-        r.errno = e.err;
+        r.requested = u64::from(e.requested);
+        (r.result, r.errno) = if e.result < 0 {
+            (-1, i32::try_from(-e.result).unwrap_or(i32::MAX))
+        } else {
+            (e.result, 0)
+        };
         r.ready = e.ready;
         if e.flags & FLAG_NONBLOCKING != 0 {
             r.flags |= flags::NONBLOCKING;
@@ -256,13 +351,14 @@ impl Logs {
             r.flags |= flags::TCP;
         }
         let opening = kind == Kind::Open;
-        let known = p.sockets.get(&e.fd).filter(|s| s.sk == e.sk).copied();
+        let known = p.sockets.get(&e.fd).filter(|s| s.sock == e.sock).copied();
         let socket = match (opening, known) {
             (false, Some(s)) => s,
             (false, None) if kind == Kind::Close => return Ok(()),
             _ => {
+                let named = self.named.get(&e.tgid).and_then(|n| n.get(&e.sock));
                 let s = Socket {
-                    sk: e.sk,
+                    sock: e.sock,
                     stream: p.next_stream,
                     sent: 0,
                     received: 0,
@@ -278,13 +374,17 @@ impl Logs {
                 open.t_call_ns = r.t_call_ns;
                 open.t_return_ns = r.t_return_ns;
                 open.flags = r.flags & (flags::TCP | flags::NONBLOCKING);
-                if opening {
-                    open.result = e.result;
-                    open.errno = e.err;
+                if named.is_some_and(|n| n.tcp) {
+                    open.flags |= flags::TCP;
                 }
+                if opening {
+                    open.result = r.result;
+                    open.errno = r.errno;
+                }
+                let (local, peer) = named.map_or((None, None), |n| (n.local, n.peer));
                 open.addrs = Some((
-                    e.local.unwrap_or(unspecified(e.peer)),
-                    e.peer.unwrap_or(unspecified(e.local)),
+                    local.unwrap_or(unspecified(peer)),
+                    peer.unwrap_or(unspecified(local)),
                 ));
                 p.log.append(&open)?;
                 p.records += 1;

@@ -44,61 +44,63 @@ mod logs {
         d
     }
 
+    const SOCK: u64 = 31_337;
+
     fn event(kind: u8, call: Call, fd: i32, t: u64) -> KernelEvent {
         KernelEvent {
             t_call: t,
             t_return: t + 10,
-            sk: 0xffff_0000_1234,
+            sock: SOCK,
             tgid: 42,
             tid: 43,
             fd,
             kind,
-            call: call as u16,
+            call: call as u8,
             flags: 0x08, // TCP
-            local: Some("127.0.0.1:40000".parse().unwrap()),
-            peer: Some("127.0.0.1:80".parse().unwrap()),
             ..KernelEvent::default()
         }
     }
 
-    /// The bytes of `e` as the BPF program lays them out (`struct nb_event`).
-    fn bytes_of(e: &KernelEvent) -> Vec<u8> {
-        let mut b = vec![0u8; EVENT_SIZE];
-        b[0..8].copy_from_slice(&e.t_call.to_ne_bytes());
-        b[8..16].copy_from_slice(&e.t_return.to_ne_bytes());
-        b[16..24].copy_from_slice(&e.sk.to_ne_bytes());
-        b[24..32].copy_from_slice(&e.result.to_ne_bytes());
-        b[32..40].copy_from_slice(&e.requested.to_ne_bytes());
-        b[40..44].copy_from_slice(&e.tgid.to_ne_bytes());
-        b[44..48].copy_from_slice(&e.tid.to_ne_bytes());
-        b[48..52].copy_from_slice(&e.fd.to_ne_bytes());
-        b[52..56].copy_from_slice(&e.seq.to_ne_bytes());
-        b[56..60].copy_from_slice(&e.err.to_ne_bytes());
-        b[60..62].copy_from_slice(&e.call.to_ne_bytes());
-        b[62] = e.kind;
-        b[63] = e.flags;
-        b[64] = e.ready;
-        if let (Some(l), Some(p)) = (e.local, e.peer) {
-            b[65] = 4;
-            b[66..68].copy_from_slice(&l.port().to_ne_bytes());
-            b[68..70].copy_from_slice(&p.port().to_ne_bytes());
-            if let (std::net::IpAddr::V4(l), std::net::IpAddr::V4(p)) = (l.ip(), p.ip()) {
-                b[72..76].copy_from_slice(&l.octets());
-                b[88..92].copy_from_slice(&p.octets());
-            }
+    /// The socket record the BPF program sends before a process's first call on `sock`.
+    fn named(sock: u64, local: &str) -> KernelSocket {
+        KernelSocket {
+            sock,
+            tgid: 42,
+            tcp: true,
+            local: Some(local.parse().unwrap()),
+            peer: Some("127.0.0.1:80".parse().unwrap()),
         }
-        b
+    }
+
+    fn bytes_of(e: &KernelEvent) -> [u8; EVENT_SIZE] {
+        KernelRecord::Event(*e).to_bytes()
     }
 
     #[test]
     fn parse_reads_the_bpf_layout() {
         let mut e = event(2, Call::Read, 7, 1_000);
-        e.result = 100;
+        e.result = -11;
+        e.requested = u32::MAX;
         e.seq = u32::MAX - 3;
         e.ready = 5;
-        assert_eq!(KernelEvent::parse(&bytes_of(&e)), Some(e));
         assert_eq!(
-            KernelEvent::parse(&[0u8; EVENT_SIZE - 1]),
+            KernelRecord::parse(&bytes_of(&e)),
+            Some(KernelRecord::Event(e))
+        );
+        for s in [
+            named(7, "127.0.0.1:40000"),
+            KernelSocket {
+                peer: Some("[::1]:443".parse().unwrap()),
+                local: Some("[fe80::1]:40000".parse().unwrap()),
+                tcp: false,
+                ..named(8, "127.0.0.1:1")
+            },
+        ] {
+            let r = KernelRecord::Socket(s);
+            assert_eq!(KernelRecord::parse(&r.to_bytes()), Some(r));
+        }
+        assert_eq!(
+            KernelRecord::parse(&[0u8; EVENT_SIZE - 1]),
             None,
             "truncated"
         );
@@ -108,15 +110,13 @@ mod logs {
     fn a_socket_first_seen_in_a_read_gets_an_open_and_reads_carry_the_sequence() {
         let d = dir("first-use");
         let mut logs = Logs::new(&d, ClockOffset(1_000_000_000));
+        logs.handle_bytes(&KernelRecord::Socket(named(SOCK, "127.0.0.1:40000")).to_bytes());
         let mut read = event(2, Call::Read, 7, 5_000);
         read.result = 100;
         read.seq = 9_000;
         read.flags |= 0x01; // sequence known
         logs.handle_bytes(&bytes_of(&read));
-        let mut close = event(4, Call::Close, 7, 6_000);
-        close.local = None;
-        close.peer = None;
-        logs.handle_bytes(&bytes_of(&close));
+        logs.handle_bytes(&bytes_of(&event(4, Call::Close, 7, 6_000)));
         let summary = logs.finish(&[]).unwrap();
         assert_eq!((summary.calls, summary.processes.clone()), (2, vec![42]));
         let events = read_events(&d).unwrap().events;
@@ -132,6 +132,7 @@ mod logs {
         assert!(events.iter().all(|e| e.recorder == Recorder::Ebpf));
         assert!(events.iter().all(|e| e.stream == events[0].stream));
         assert_eq!(events[0].peer, Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(events[0].local, Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!((events[1].seq, events[1].offset), (Some(9_000), 0));
         assert_eq!(
             events[1].t_call_ns, 1_000_005_000,
@@ -147,14 +148,24 @@ mod logs {
         let mut fork = event(100, Call::Unknown, 0, 1_000);
         fork.tid = 1;
         logs.handle(&fork).unwrap();
+        logs.handle_socket(&named(SOCK, "127.0.0.1:40000"));
         logs.handle(&event(1, Call::Connect, 3, 2_000)).unwrap();
         logs.handle(&event(101, Call::Unknown, 0, 3_000)).unwrap(); // exec
-        logs.handle(&event(1, Call::Connect, 3, 4_000)).unwrap();
+                                                                    // The socket the process kept through its exec: the program does not name it again.
+        let mut write = event(3, Call::Write, 3, 4_000);
+        write.result = 5;
+        logs.handle(&write).unwrap();
         let summary = logs.finish(&[(42, 3_500, 7)]).unwrap();
         assert_eq!(summary.logs.len(), 2);
         assert_eq!(summary.lost, 7);
         let contents = read_events(&d).unwrap();
-        assert_eq!(contents.events.len(), 2);
+        assert_eq!(contents.events.len(), 3);
+        let after_exec = &contents.events[1];
+        assert_eq!(
+            (after_exec.kind, after_exec.call),
+            (Kind::Open, Call::Unknown)
+        );
+        assert_eq!(after_exec.local, Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!(contents.lost.len(), 1);
         assert_eq!(
             (contents.lost[0].from_ns, contents.lost[0].calls),
@@ -178,10 +189,11 @@ mod logs {
     fn a_connection_the_interposer_recorded_too_is_counted_once() {
         let d = dir("once");
         let mut logs = Logs::new(&d, ClockOffset(0));
+        logs.handle_socket(&named(SOCK, "127.0.0.1:40000"));
         logs.handle(&event(1, Call::Connect, 3, 2_000)).unwrap();
+        logs.handle_socket(&named(SOCK + 1, "127.0.0.1:40001"));
         let mut other = event(1, Call::Connect, 4, 2_500);
-        other.sk += 1;
-        other.local = Some("127.0.0.1:40001".parse().unwrap());
+        other.sock += 1;
         logs.handle(&other).unwrap();
         logs.finish(&[]).unwrap();
         // The interposer's log of the same process and the first connection.
