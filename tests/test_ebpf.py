@@ -90,6 +90,18 @@ def test_a_static_c_client_is_peer_slow(netns, tmp_path, built):
     assert "the eBPF recorder: pid" in report, report
 
 
+def test_connections_one_after_another_on_the_same_fd_are_told_apart(netns, tmp_path, built):
+    """Three connections in turn, each on the fd the last one closed (and often in the memory of
+    its socket): the recorder names sockets by inode number, so each is its own connection with
+    its own addresses, and each answer joins the capture as peer-slow."""
+    client_reads, _, _ = run_with_server(netns, tmp_path, [built["static-get"], str(PORT), "3"])
+    flows = sorted({r["flow_id"] for r in client_reads})
+    assert len(flows) == 3, client_reads
+    assert len({r["fd"] for r in client_reads}) == 1, "the test wants the fd reused"
+    for flow in flows:
+        assert_peer_slow([r for r in client_reads if r["flow_id"] == flow], "")
+
+
 def test_a_go_client_behind_a_lossy_rule_sees_loss(netns, tmp_path, built):
     """nftables drops the server's one-segment answer after capture (input hook): the Go
     client's read waits for the retransmission timer."""

@@ -1,5 +1,6 @@
 /* A C client for a static build (gcc -static: no dynamic loader, so no interposer): GET /slow
- * from 127.0.0.1:PORT with blocking calls, reading to the end. Usage: static_get PORT */
+ * from 127.0.0.1:PORT with blocking calls, reading to the end, COUNT times (default once), each
+ * on a new connection (which gets the fd the last one closed). Usage: static_get PORT [COUNT] */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,12 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int main(int argc, char **argv)
+static int get(const char *port)
 {
-    if (argc != 2)
-        return 2;
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(port))};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (connect(s, (struct sockaddr *)&a, sizeof a)) {
         perror("connect");
@@ -27,4 +26,15 @@ int main(int argc, char **argv)
         total += n;
     close(s);
     return total > 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2 && argc != 3)
+        return 2;
+    int count = argc == 3 ? atoi(argv[2]) : 1;
+    for (int i = 0; i < count; i++)
+        if (get(argv[1]))
+            return 1;
+    return 0;
 }
