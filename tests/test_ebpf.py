@@ -5,6 +5,7 @@ network namespace, against servers that think 200 ms; `--pid` on a process alrea
 process both recorders see, counted once; and a program the kernel's verifier refuses."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -100,6 +101,35 @@ def test_connections_one_after_another_on_the_same_fd_are_told_apart(netns, tmp_
     assert len({r["fd"] for r in client_reads}) == 1, "the test wants the fd reused"
     for flow in flows:
         assert_peer_slow([r for r in client_reads if r["flow_id"] == flow], "")
+
+
+def test_mmsg_calls_are_one_event_per_datagram_from_either_recorder(netns, tmp_path):
+    """One sendmmsg and one recvmmsg of three datagrams: the eBPF recorder (static build) writes
+    what the interposer (dynamic build) writes, an event per datagram with its bytes and its
+    buffer's size, and one open per socket."""
+    need_tool("gcc")
+    seen = {}
+    for build, flags in (("dynamic", []), ("static", ["-static"])):
+        binary = tmp_path / f"mmsg-{build}"
+        subprocess.run(["gcc", *flags, "-O2", "-o", str(binary), str(PROGRAMS / "mmsg_pair.c")], check=True,
+                       timeout=120)
+        out = tmp_path / f"run-{build}"
+        r = subprocess.run(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--out", str(out), "--",
+                            str(binary)], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+        dump = subprocess.run([str(netblame_path()), "events", "dump", str(out / "events")], capture_output=True,
+                              text=True, check=True).stdout
+        events = [json.loads(line) for line in dump.splitlines()]
+        assert {e.get("recorder", "interposer") for e in events} == {"interposer" if build == "dynamic" else "ebpf"}, events
+        seen[build] = sorted((e["kind"], e["call"], e["fd"], e["requested"], e["bytes"]) for e in events
+                             if e["kind"] in ("open", "send", "recv"))
+    assert seen["static"] == seen["dynamic"], seen
+    sends = [e for e in seen["static"] if e[0] == "send"]
+    recvs = [e for e in seen["static"] if e[0] == "recv"]
+    assert [(e[1], e[4]) for e in sends] == [("sendmmsg", 3), ("sendmmsg", 6), ("sendmmsg", 8)], seen
+    assert sorted((e[1], e[3], e[4]) for e in recvs) == [("recvmmsg", 64, 3), ("recvmmsg", 64, 6),
+                                                          ("recvmmsg", 64, 8)], seen
+    assert sum(e[0] == "open" for e in seen["static"]) == 2, seen
 
 
 def test_a_go_client_behind_a_lossy_rule_sees_loss(netns, tmp_path, built):

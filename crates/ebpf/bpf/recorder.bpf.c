@@ -109,7 +109,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define MAX_WAIT_EVENTS 64
 #define MAX_SELECT_WORDS 16
 #define MAX_IOVECS 8
-/* recvmmsg's and sendmmsg's messages summed per call (the kernel's UIO_MAXIOV). */
+/* recvmmsg's and sendmmsg's messages looked at per call (the kernel's UIO_MAXIOV). */
 #define MAX_MMSG 1024
 /* The sockets a thread remembers having named to the reader. */
 #define SOCKET_CACHE 4
@@ -480,6 +480,43 @@ static __always_inline u64 mmsg_total(u64 vec, long count)
     return m.total;
 }
 
+/* What the loop over an mmsg call's messages needs. */
+struct messages_loop {
+    struct call_state *st;
+    u64 vec;
+    u64 count;
+    u64 sock;
+    u64 now;
+    u32 tgid;
+    u32 tid;
+    s32 fd;
+    u32 seq;      /* of the next message's first byte */
+    u8 kind;
+    u8 call;
+    u8 flags;
+};
+
+/* Message i of an mmsg call: one event, as the interposer writes (same call times). */
+static long message_at(u64 i, void *ctx)
+{
+    struct messages_loop *l = ctx;
+    if (i >= l->count)
+        return 1;
+    struct user_mmsghdr m = {};
+    if (bpf_probe_read_user(&m, sizeof(m), (void *)(l->vec + i * sizeof(m))))
+        return 1;
+    struct nb_event *e = reserve(l->tgid, l->now);
+    if (!e)
+        return 1;
+    stamp(e, l->st, l->kind, l->call, l->tgid, l->tid, l->fd, l->sock, m.msg_len, l->now);
+    e->requested = saturated(iov_total(m.hdr.msg_iov, m.hdr.msg_iovlen));
+    e->seq = l->seq;
+    e->flags = l->flags;
+    l->seq += m.msg_len;
+    submit(e, l->st);
+    return 0;
+}
+
 /* A read or a write on an inet socket. */
 static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, long ret, u64 now)
 {
@@ -507,7 +544,7 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
     case NR_recvmmsg:
         call = CALL_RECVMMSG;
         /* The result counts messages: the bytes are what the messages say they got. */
-        moved = requested = mmsg_total(st->args[1], ret);
+        moved = mmsg_total(st->args[1], ret);
         msg_flags = st->args[3];
         break;
     case NR_write: call = CALL_WRITE; requested = st->args[2]; send = 1; break;
@@ -524,7 +561,7 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
     }
     case NR_sendmmsg:
         call = CALL_SENDMMSG;
-        moved = requested = mmsg_total(st->args[1], ret);
+        moved = mmsg_total(st->args[1], ret);
         msg_flags = st->args[3];
         send = 1;
         break;
@@ -553,13 +590,19 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
             seq = copied - (u32)moved;
         }
     }
+    if ((st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) && ret > 0) {
+        struct messages_loop l = {
+            .st = st, .vec = st->args[1], .count = (u64)ret, .sock = ref.sock, .now = now,
+            .tgid = tgid, .tid = tid, .fd = fd, .seq = seq, .kind = send ? KIND_SEND : KIND_RECV,
+            .call = call, .flags = flags,
+        };
+        bpf_loop(MAX_MMSG, message_at, &l, 0);
+        return;
+    }
     struct nb_event *e = reserve(tgid, now);
     if (!e)
         return;
-    long result = ret;
-    if ((st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) && ret >= 0)
-        result = requested;
-    stamp(e, st, send ? KIND_SEND : KIND_RECV, call, tgid, tid, fd, ref.sock, result, now);
+    stamp(e, st, send ? KIND_SEND : KIND_RECV, call, tgid, tid, fd, ref.sock, ret, now);
     e->requested = saturated(requested);
     e->seq = seq;
     e->flags = flags;

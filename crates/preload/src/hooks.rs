@@ -326,7 +326,15 @@ fn finish_multi(
     // SAFETY: on success the kernel filled the first r entries of the caller's array.
     let done = unsafe { std::slice::from_raw_parts(msgs, r as usize) };
     let t_return = crate::realtime_ns();
+    let mut io = io;
     let _ = catch_unwind(AssertUnwindSafe(|| {
+        // A socket first seen here gets one open, not one per message.
+        if io.state & fds::OPENED == 0 {
+            if !open_on_first_use(io.fd, io.state) {
+                return;
+            }
+            io.state |= fds::OPENED;
+        }
         for m in done {
             io.record(
                 kind,
