@@ -132,6 +132,54 @@ def test_mmsg_calls_are_one_event_per_datagram_from_either_recorder(netns, tmp_p
     assert sum(e[0] == "open" for e in seen["static"]) == 2, seen
 
 
+def test_a_full_ring_buffer_is_counted_and_reported(netns, tmp_path):
+    """netblame stopped (SIGSTOP: a starved supervisor) while a static program makes 200,000
+    socket calls into a 1 MiB ring (16,384 records): the calls the ring could not hold are not
+    waited for but counted, every call is either recorded or counted, and the run and the report
+    say so. (Before, the signal's interrupted wait stopped the recorder, and its logs were lost.)"""
+    need_tool("gcc")
+    binary = tmp_path / "pingpong"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(binary), str(ROOT / "bench" / "poll_pingpong.c")],
+                   check=True, timeout=120)
+    iterations = 100_000
+    out = tmp_path / "run"
+    ready = tmp_path / "ready"
+    go = tmp_path / "go"
+    script = f'touch {ready}; while [ ! -e {go} ]; do sleep 0.05; done; exec {binary} blocking {iterations}'
+    p = subprocess.Popen(["ip", "netns", "exec", netns, str(netblame_path()), "run", "--ebpf", "on",
+                          "--ebpf-ring-mib", "1", "--out", str(out), "--", "sh", "-c", script],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGSTOP)
+        go.touch()
+        time.sleep(3)  # the 200,000 calls take well under a second
+        os.kill(p.pid, signal.SIGCONT)
+        _, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGCONT)
+            p.kill()
+    assert p.returncode == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    lost = manifest["ebpf"]["lost_calls"]
+    assert lost > 0, (manifest, err)
+    assert f"{lost} not recorded (its ring buffer was full: raise --ebpf-ring-mib)" in err, err
+    dump = subprocess.run([str(netblame_path()), "events", "dump", str(out / "events")], capture_output=True,
+                          text=True, check=True).stdout
+    io = [e for e in (json.loads(line) for line in dump.splitlines()) if e["kind"] in ("send", "recv")]
+    # Every send and receive is recorded or counted (the connect, accept and closes may be among
+    # the counted ones).
+    assert 2 * iterations <= len(io) + lost <= 2 * iterations + 4, (len(io), lost)
+    report = (out / "report.txt").read_text()
+    assert f"{lost} calls not recorded, the first at " in report and "ring buffer was full" in report, report
+    # Stopped and continued, the recorder's wait was interrupted: it went on recording.
+    assert "cannot write the eBPF recorder's logs" not in err, err
+
+
 def test_a_go_client_behind_a_lossy_rule_sees_loss(netns, tmp_path, built):
     """nftables drops the server's one-segment answer after capture (input hook): the Go
     client's read waits for the retransmission timer."""

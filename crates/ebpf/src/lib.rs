@@ -384,12 +384,23 @@ impl Recorder {
                 // the logs keep what was written, and `finish` reports the error.
                 // The programs wake this thread only when the ring is a quarter full: every
                 // 20 ms it takes what is there either way.
-                while !stop.load(Ordering::Acquire) {
-                    ring.poll(Duration::from_millis(20))
-                        .map_err(io::Error::other)?;
-                    ring.consume().map_err(io::Error::other)?;
+                // A signal (netblame stopped and continued, a child's exit) interrupts the
+                // wait: that is no reason to stop recording.
+                let retry = |r: Result<(), libbpf_rs::Error>| match r {
+                    Err(e) if e.kind() != libbpf_rs::ErrorKind::Interrupted => {
+                        Err(io::Error::other(e))
+                    }
+                    _ => Ok(()),
+                };
+                let mut failure = None;
+                while failure.is_none() && !stop.load(Ordering::Acquire) {
+                    failure = retry(ring.poll(Duration::from_millis(20)).map(drop))
+                        .and_then(|()| retry(ring.consume().map(drop)))
+                        .err();
                 }
-                ring.consume().map_err(io::Error::other)?;
+                if failure.is_none() {
+                    failure = retry(ring.consume().map(drop)).err();
+                }
                 drop(ring);
                 let lost = object
                     .maps()
@@ -399,7 +410,12 @@ impl Recorder {
                 let logs = Rc::try_unwrap(logs)
                     .map_err(|_| io::Error::other("the ring buffer still holds the logs"))?
                     .into_inner();
-                logs.finish(&lost)
+                // The logs hold what was drained, even when draining failed.
+                let summary = logs.finish(&lost);
+                match failure {
+                    Some(e) => Err(e),
+                    None => summary,
+                }
             })
             .map_err(|source| RecordError::Write { source })?;
         match ready_rx.recv() {

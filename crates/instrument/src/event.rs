@@ -328,18 +328,34 @@ impl LostCalls {
             Recorder::Ebpf => "the eBPF recorder's ring buffer was full: raise --ebpf-ring-mib",
         }
     }
+
+    /// "N calls not recorded ..." with `first`, the first one's time as the caller writes it.
+    /// The interposer records nothing after its disk filled; the eBPF recorder records again
+    /// once its ring has room.
+    pub fn summary(&self, first: &str) -> String {
+        match self.recorder {
+            Recorder::Interposer => format!(
+                "{} calls not recorded from {first} on ({})",
+                self.calls,
+                self.why()
+            ),
+            Recorder::Ebpf => format!(
+                "{} calls not recorded, the first at {first} ({})",
+                self.calls,
+                self.why()
+            ),
+        }
+    }
 }
 
 impl fmt::Display for LostCalls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: pid {}: {} socket calls from {} ns on were not recorded ({})",
+            "{}: pid {}: {}",
             self.path.display(),
             self.pid,
-            self.calls,
-            self.from_ns,
-            self.why()
+            self.summary(&format!("{} ns", self.from_ns))
         )
     }
 }

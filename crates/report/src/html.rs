@@ -231,13 +231,7 @@ fn overview(h: &mut String, all: &Totals) {
 fn caveats(h: &mut String, analysis: &Analysis, b: &Blame, c: &Caveats) {
     let mut w = Vec::new();
     for l in c.lost {
-        w.push(format!(
-            "pid {}: {} calls not recorded from {} on ({})",
-            l.pid,
-            l.calls,
-            utc(l.from_ns),
-            l.why()
-        ));
+        w.push(format!("pid {}: {}", l.pid, l.summary(&utc(l.from_ns))));
     }
     if c.rejected_events > 0 {
         w.push(format!(

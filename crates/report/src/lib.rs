@@ -599,19 +599,12 @@ fn lost_calls(out: &mut impl Write, lost: &[LostCalls]) -> io::Result<()> {
     }
     writeln!(
         out,
-        "\nwarning: {} processes' events are incomplete; the figures above leave their later calls \
-         out:",
+        "\nwarning: {} processes' events are incomplete; the figures above leave the calls not \
+         recorded out:",
         lost.len()
     )?;
     for l in lost.iter().take(MAX_LISTED) {
-        writeln!(
-            out,
-            "  pid {}: {} calls not recorded from {} on ({})",
-            l.pid,
-            l.calls,
-            fmt::utc(l.from_ns),
-            l.why()
-        )?;
+        writeln!(out, "  pid {}: {}", l.pid, l.summary(&fmt::utc(l.from_ns)))?;
     }
     Ok(())
 }
