@@ -450,41 +450,14 @@ static __always_inline u64 iov_total(u64 iov, u64 count)
     return total;
 }
 
-struct mmsg_sum {
-    u64 vec;
-    u64 count;
-    u64 total;
-};
-
-static long mmsg_len_at(u64 i, void *ctx)
-{
-    struct mmsg_sum *m = ctx;
-    if (i >= m->count)
-        return 1;
-    u32 len = 0;
-    if (bpf_probe_read_user(&len, sizeof(len),
-                            (void *)(m->vec + i * sizeof(struct user_mmsghdr) +
-                                     __builtin_offsetof(struct user_mmsghdr, msg_len))))
-        return 1;
-    m->total += len;
-    return 0;
-}
-
-/* The bytes of the first `count` messages of an mmsg vector (what the kernel wrote back). */
-static __always_inline u64 mmsg_total(u64 vec, long count)
-{
-    if (count <= 0)
-        return 0;
-    struct mmsg_sum m = { .vec = vec, .count = (u64)count };
-    bpf_loop(MAX_MMSG, mmsg_len_at, &m, 0);
-    return m.total;
-}
-
-/* What the loop over an mmsg call's messages needs. */
+/* What the loop over an mmsg call's messages needs: a first pass sums their bytes (`total`),
+ * a second (`emit`) writes an event for each. */
 struct messages_loop {
     struct call_state *st;
     u64 vec;
     u64 count;
+    u64 total;
+    int emit;
     u64 sock;
     u64 now;
     u32 tgid;
@@ -496,7 +469,8 @@ struct messages_loop {
     u8 flags;
 };
 
-/* Message i of an mmsg call: one event, as the interposer writes (same call times). */
+/* Message i of an mmsg call: its bytes, or its event, as the interposer writes (same call
+ * times). */
 static long message_at(u64 i, void *ctx)
 {
     struct messages_loop *l = ctx;
@@ -505,6 +479,10 @@ static long message_at(u64 i, void *ctx)
     struct user_mmsghdr m = {};
     if (bpf_probe_read_user(&m, sizeof(m), (void *)(l->vec + i * sizeof(m))))
         return 1;
+    if (!l->emit) {
+        l->total += m.msg_len;
+        return 0;
+    }
     struct nb_event *e = reserve(l->tgid, l->now);
     if (!e)
         return 1;
@@ -543,8 +521,6 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
     }
     case NR_recvmmsg:
         call = CALL_RECVMMSG;
-        /* The result counts messages: the bytes are what the messages say they got. */
-        moved = mmsg_total(st->args[1], ret);
         msg_flags = st->args[3];
         break;
     case NR_write: call = CALL_WRITE; requested = st->args[2]; send = 1; break;
@@ -561,11 +537,20 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
     }
     case NR_sendmmsg:
         call = CALL_SENDMMSG;
-        moved = mmsg_total(st->args[1], ret);
         msg_flags = st->args[3];
         send = 1;
         break;
     case NR_sendfile: call = CALL_SENDFILE; requested = st->args[3]; send = 1; break;
+    }
+    int mmsg = (st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) && ret > 0;
+    struct messages_loop l = {
+        .st = st, .vec = st->args[1], .count = mmsg ? (u64)ret : 0, .sock = ref.sock, .now = now,
+        .tgid = tgid, .tid = tid, .fd = fd,
+    };
+    if (mmsg) {
+        /* The result counts messages: the bytes are what the messages say they moved. */
+        bpf_loop(MAX_MMSG, message_at, &l, 0);
+        moved = l.total;
     }
     u8 flags = 0;
     if (!send && (msg_flags & MSG_PEEK)) {
@@ -590,12 +575,12 @@ static __always_inline void emit_io(struct call_state *st, u32 tgid, u32 tid, lo
             seq = copied - (u32)moved;
         }
     }
-    if ((st->nr == NR_recvmmsg || st->nr == NR_sendmmsg) && ret > 0) {
-        struct messages_loop l = {
-            .st = st, .vec = st->args[1], .count = (u64)ret, .sock = ref.sock, .now = now,
-            .tgid = tgid, .tid = tid, .fd = fd, .seq = seq, .kind = send ? KIND_SEND : KIND_RECV,
-            .call = call, .flags = flags,
-        };
+    if (mmsg) {
+        l.emit = 1;
+        l.seq = seq;
+        l.kind = send ? KIND_SEND : KIND_RECV;
+        l.call = call;
+        l.flags = flags;
         bpf_loop(MAX_MMSG, message_at, &l, 0);
         return;
     }
