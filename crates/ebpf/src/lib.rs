@@ -382,8 +382,6 @@ impl Recorder {
                 };
                 // A write error does not stop the draining (the programs never wait for it):
                 // the logs keep what was written, and `finish` reports the error.
-                // The programs wake this thread only when the ring is a quarter full: every
-                // 20 ms it takes what is there either way.
                 // A signal (netblame stopped and continued, a child's exit) interrupts the
                 // wait: that is no reason to stop recording.
                 let retry = |r: Result<(), libbpf_rs::Error>| match r {
@@ -392,6 +390,8 @@ impl Recorder {
                     }
                     _ => Ok(()),
                 };
+                // The programs wake this thread only when the ring is a quarter full: every
+                // 20 ms it takes what is there either way.
                 let mut failure = None;
                 while failure.is_none() && !stop.load(Ordering::Acquire) {
                     failure = retry(ring.poll(Duration::from_millis(20)).map(drop))

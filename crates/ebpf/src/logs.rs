@@ -113,7 +113,7 @@ impl KernelRecord {
         }))
     }
 
-    /// The record's bytes as the BPF program lays them out (for tests and fuzzing).
+    /// The record's bytes as the BPF program lays them out (for tests).
     pub fn to_bytes(&self) -> [u8; EVENT_SIZE] {
         let mut b = [0u8; EVENT_SIZE];
         match self {

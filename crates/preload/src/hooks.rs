@@ -311,7 +311,7 @@ io_hook!(Kind::Send, sendfile64, Call::Sendfile, (out_fd: c_int, in_fd: c_int, o
 
 /// recvmmsg and sendmmsg move several datagrams: one event per message, same call times.
 fn finish_multi(
-    io: Io,
+    mut io: Io,
     kind: Kind,
     call: Call,
     msgs: *mut mmsghdr,
@@ -326,7 +326,6 @@ fn finish_multi(
     // SAFETY: on success the kernel filled the first r entries of the caller's array.
     let done = unsafe { std::slice::from_raw_parts(msgs, r as usize) };
     let t_return = crate::realtime_ns();
-    let mut io = io;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // A socket first seen here gets one open, not one per message.
         if io.state & fds::OPENED == 0 {
