@@ -147,6 +147,39 @@ def test_sigkill_keeps_every_event_before_the_kill(tmp_path):
     assert_offsets_contiguous(events)
 
 
+def tsc_keeps_time():
+    """Whether the interposer stamps with the TSC here (clock.rs): x86_64 with the kernel's
+    clocksource `tsc` (which the kernel picks only for an invariant TSC)."""
+    source = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+    return os.uname().machine == "x86_64" and os.path.exists(source) and open(source).read() == "tsc\n"
+
+
+@pytest.mark.parametrize("clock", ["default", "realtime"])
+def test_call_times_are_the_programs_wall_clock(tmp_path, clock):
+    """Each recorded call lies between the program's own time.time_ns() before and after it,
+    whether stamped by TSC ticks (turned into realtime by the log's clock points, across gaps
+    of up to 0.3 s between calls) or by CLOCK_REALTIME."""
+    events_dir = tmp_path / "events"
+    events_dir.mkdir()
+    extra = {"NETBLAME_CLOCK": "realtime"} if clock == "realtime" else {}
+    r = subprocess.run([sys.executable, str(PROGRAMS), "bracketed"], env=preload_env(events_dir, **extra),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    brackets = json.loads(r.stdout.strip().splitlines()[-1])["brackets"]
+    (log,) = events_dir.glob("*.nbev")
+    header = log.read_bytes()[:64]
+    assert header[41] == (1 if clock == "default" and tsc_keeps_time() else 0), "the stamps the log says it has"
+    events = dump(events_dir)
+    sends = [e for e in events if e["kind"] == "send"]
+    recvs = [e for e in events if e["kind"] == "recv"]
+    assert len(sends) == len(recvs) == len(brackets)
+    # Python's time.time_ns() and the stamps read the same clock; 20 us for the reads' own cost.
+    slack = 20_000
+    for (before, middle, after), s, rv in zip(brackets, sends, recvs):
+        assert before - slack <= s["t_call_ns"] <= s["t_return_ns"] <= middle + slack, (before, middle, s)
+        assert middle - slack <= rv["t_call_ns"] <= rv["t_return_ns"] <= after + slack, (middle, after, rv)
+
+
 def test_errno_passes_through_on_reset(tmp_path):
     summary, events, _ = run_case("reset", tmp_path)
     assert summary["errno"] == 104

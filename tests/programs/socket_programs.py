@@ -343,6 +343,25 @@ def case_udp():
     return {"client_sent": 1610, "server_received": 1610}
 
 
+def case_bracketed():
+    """Sends and receives with the wall clock read just before and after each call, some calls
+    far apart (up to 0.3 s), so the recorded times can be checked against the program's own."""
+    srv = listener()
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    brackets = []
+    for i, pause in enumerate([0, 0, 0.001, 0.002, 0.01, 0.05, 0.3, 0, 0.02, 0]):
+        time.sleep(pause)
+        before = time.time_ns()
+        a.send(b"b" * (i + 1))
+        middle = time.time_ns()
+        b.recv(100)
+        brackets.append([before, middle, time.time_ns()])
+    a.close()
+    b.close()
+    return {"brackets": brackets}
+
+
 if __name__ == "__main__":
     case = sys.argv[1].replace("-", "_")
     result = globals()["case_" + case](*sys.argv[2:])

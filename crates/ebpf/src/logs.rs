@@ -320,7 +320,8 @@ impl Logs {
             }
             _ => {}
         }
-        let Some(kind) = Kind::from_u8(e.kind) else {
+        // Clock points are the interposer's (its TSC stamps); the kernel's are realtime already.
+        let Some(kind) = Kind::from_u8(e.kind).filter(|&k| k != Kind::Clock) else {
             self.malformed += 1;
             return Ok(());
         };

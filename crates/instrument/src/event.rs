@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::clock::TickClock;
 use crate::record::{
-    self, flags, Call, Kind, Proto, RawRecord, Recorder, HEADER_LOST_CALLS, HEADER_LOST_FROM,
-    HEADER_RECORDER, HEADER_SIZE, MAGIC, RECORD_SIZE, VERSION,
+    self, flags, Call, Kind, Proto, RawRecord, Recorder, Stamps, HEADER_CLOCK, HEADER_LOST_CALLS,
+    HEADER_LOST_FROM, HEADER_RECORDER, HEADER_SIZE, MAGIC, OLDEST_VERSION, RECORD_SIZE, VERSION,
 };
 
 /// One socket event.
@@ -241,6 +242,17 @@ pub enum LogError {
         path: PathBuf,
         version: u16,
     },
+    /// The header names stamps this netblame does not know (a newer writer).
+    UnknownStamps {
+        path: PathBuf,
+        value: u8,
+    },
+    /// A log stamped in TSC ticks holds fewer than two clock points: its calls cannot be placed
+    /// in time (the writer died as it opened the log).
+    NoClock {
+        path: PathBuf,
+        events: usize,
+    },
     /// The file ends inside the header or inside a record.
     Truncated {
         path: PathBuf,
@@ -277,6 +289,18 @@ impl fmt::Display for LogError {
                 f,
                 "{}: event log format version {version} is older than this netblame reads ({VERSION}); \
                  record it again",
+                path.display()
+            ),
+            LogError::UnknownStamps { path, value } => write!(
+                f,
+                "{}: the records' stamps are of a kind ({value}) this netblame does not know; \
+                 read it with a newer netblame",
+                path.display()
+            ),
+            LogError::NoClock { path, events } => write!(
+                f,
+                "{}: stamped in TSC ticks but without the two clock points that turn them into \
+                 time; its {events} events are left out",
                 path.display()
             ),
             LogError::Truncated { path, offset } => {
@@ -421,7 +445,7 @@ pub fn read_binary(
             version,
         });
     }
-    if version < VERSION {
+    if version < OLDEST_VERSION {
         return Err(LogError::OldVersion {
             path: path.into(),
             version,
@@ -439,8 +463,13 @@ pub fn read_binary(
         calls: i64_at(HEADER_LOST_CALLS) as u64,
         recorder: Recorder::from_u8(header[HEADER_RECORDER]),
     });
+    let stamps = Stamps::from_u8(header[HEADER_CLOCK]).ok_or(LogError::UnknownStamps {
+        path: path.into(),
+        value: header[HEADER_CLOCK],
+    })?;
     let mut resolver = Resolver {
         recorder: Recorder::from_u8(header[HEADER_RECORDER]),
+        stamps,
         ..Resolver::default()
     };
     if let Some(written) = size_hint {
@@ -495,8 +524,19 @@ pub fn read_binary(
             break;
         }
     }
+    let events = match resolver.finish() {
+        Ok(events) => events,
+        Err(events) => {
+            // Damage found earlier is the likelier cause; it is the one reported.
+            damage.get_or_insert(LogError::NoClock {
+                path: path.into(),
+                events,
+            });
+            Vec::new()
+        }
+    };
     Ok(LogContents {
-        events: resolver.finish(),
+        events,
         damage,
         lost: lost.into_iter().collect(),
     })
@@ -521,6 +561,9 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[derive(Default)]
 struct Resolver {
     recorder: Recorder,
+    stamps: Stamps,
+    /// Clock points (ticks, realtime ns) of a log stamped in ticks.
+    points: Vec<(i64, i64)>,
     parts: HashMap<u32, Vec<u8>>,
     peers: HashMap<u64, SocketAddr>,
     events: Vec<Event>,
@@ -555,6 +598,7 @@ impl Resolver {
                     s[start..end].copy_from_slice(&r.chunk[..end - start]);
                 }
             }
+            Kind::Clock => self.points.push((r.t_call_ns, r.t_return_ns)),
             // An open event's peer address travels in the OpenPeer record that follows it.
             Kind::OpenPeer => {
                 if let Some((_, peer)) = r.addrs {
@@ -570,7 +614,19 @@ impl Resolver {
         }
     }
 
-    fn finish(mut self) -> Vec<Event> {
+    /// The events, their stamps in realtime ns; Err(events) for a log stamped in ticks without
+    /// the clock points to place them.
+    fn finish(mut self) -> Result<Vec<Event>, usize> {
+        if self.stamps == Stamps::Tsc {
+            let Some(clock) = TickClock::new(std::mem::take(&mut self.points)) else {
+                return Err(self.events.len());
+            };
+            let mut hint = 0;
+            for e in &mut self.events {
+                e.t_call_ns = clock.realtime_ns(e.t_call_ns, &mut hint);
+                e.t_return_ns = clock.realtime_ns(e.t_return_ns, &mut hint);
+            }
+        }
         // One allocation per distinct string, shared by every event that names it.
         let strings: HashMap<u32, Arc<str>> = self
             .parts
@@ -591,7 +647,7 @@ impl Resolver {
                 e.peer = self.peers.get(&e.stream).copied();
             }
         }
-        self.events
+        Ok(self.events)
     }
 }
 

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod clock;
 pub mod event;
 pub mod phases;
 pub mod record;

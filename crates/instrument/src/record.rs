@@ -10,8 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// File magic: the first 8 bytes of every event log.
 pub const MAGIC: [u8; 8] = *b"NBEVENTS";
-/// Format version this crate writes and reads.
-pub const VERSION: u16 = 2;
+/// Format version this crate writes. 3 added the header's `HEADER_CLOCK` and `Clock` records.
+pub const VERSION: u16 = 3;
+/// The oldest version this crate reads (2: stamps are always realtime ns).
+pub const OLDEST_VERSION: u16 = 2;
 /// Size of the file header.
 pub const HEADER_SIZE: usize = 64;
 /// Size of every record.
@@ -39,6 +41,9 @@ pub enum Kind {
     OpenPeer = 7,
     /// A readiness wait (poll, select, epoll_wait, ...) that reported this socket ready.
     Wait = 8,
+    /// A clock point of a log stamped in TSC ticks (`HEADER_CLOCK`): `t_call_ns` holds the
+    /// ticks, `t_return_ns` the CLOCK_REALTIME ns read at the same moment.
+    Clock = 9,
 }
 
 impl Kind {
@@ -52,6 +57,7 @@ impl Kind {
             6 => Kind::Str,
             7 => Kind::OpenPeer,
             8 => Kind::Wait,
+            9 => Kind::Clock,
             _ => return None,
         })
     }
@@ -67,6 +73,7 @@ impl Kind {
             Kind::Str => "str",
             Kind::OpenPeer => "open-peer",
             Kind::Wait => "wait",
+            Kind::Clock => "clock",
         }
     }
 
@@ -396,6 +403,53 @@ pub fn encode(r: &RawRecord) -> ([u8; RECORD_SIZE], Option<[u8; RECORD_SIZE]>) {
     }
 }
 
+/// A record of a socket call (every kind but `Open`, `OpenPeer`, `Mark` and `Str`) as it lies
+/// in the log: on a little-endian machine the bytes of this `repr(C)` struct, which has no
+/// padding, are its encoding (`to_bytes`, equal to `encode` of the same call; a test keeps them
+/// so). The interposer fills one in place for every call it records, with no `RawRecord` made
+/// and no encoding step.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallSlot {
+    pub kind: u8,
+    pub flags: u8,
+    pub call: u8,
+    pub ready: u8,
+    pub tid: u32,
+    pub fd: i32,
+    /// The stream counter (the low half of `RawRecord::stream`; the pid is the header's).
+    pub stream: u32,
+    pub t_call: i64,
+    pub t_return: i64,
+    pub result: i64,
+    pub requested: u64,
+    pub offset: u64,
+    pub errno: i32,
+    pub test_id: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<CallSlot>() == RECORD_SIZE);
+
+impl CallSlot {
+    /// The record's encoding, field by field (what the struct's bytes are on little-endian
+    /// machines).
+    pub fn to_bytes(&self) -> [u8; RECORD_SIZE] {
+        let mut b = [0u8; RECORD_SIZE];
+        (b[0], b[1], b[2], b[3]) = (self.kind, self.flags, self.call, self.ready);
+        b[4..8].copy_from_slice(&self.tid.to_le_bytes());
+        b[8..12].copy_from_slice(&self.fd.to_le_bytes());
+        b[12..16].copy_from_slice(&self.stream.to_le_bytes());
+        b[16..24].copy_from_slice(&self.t_call.to_le_bytes());
+        b[24..32].copy_from_slice(&self.t_return.to_le_bytes());
+        b[32..40].copy_from_slice(&self.result.to_le_bytes());
+        b[40..48].copy_from_slice(&self.requested.to_le_bytes());
+        b[48..56].copy_from_slice(&self.offset.to_le_bytes());
+        b[56..60].copy_from_slice(&self.errno.to_le_bytes());
+        b[60..64].copy_from_slice(&self.test_id.to_le_bytes());
+        b
+    }
+}
+
 /// Decodes a committed record; `None` when the kind byte is 0 (empty or torn) or unknown. The
 /// pid is not stored per record (the file header has it): the caller fills `pid` and the high
 /// half of `stream`. For `OpenPeer` records the peer is in `addrs.1` (and `addrs.0` is it too).
@@ -447,6 +501,31 @@ pub const HEADER_LOST_CALLS: std::ops::Range<usize> = 32..40;
 
 /// Header byte of the recorder that wrote the log (`Recorder`; 0 in logs of older writers).
 pub const HEADER_RECORDER: usize = 40;
+
+/// Header byte of the records' stamps (`Stamps`; 0 in logs of older writers).
+pub const HEADER_CLOCK: usize = 41;
+
+/// What the stamps of a log's records count (header byte `HEADER_CLOCK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Stamps {
+    /// CLOCK_REALTIME nanoseconds.
+    #[default]
+    Realtime = 0,
+    /// TSC ticks, turned into realtime ns by the log's `Clock` records (crate::clock).
+    Tsc = 1,
+}
+
+impl Stamps {
+    /// None for a value this crate does not know.
+    pub fn from_u8(v: u8) -> Option<Stamps> {
+        match v {
+            0 => Some(Stamps::Realtime),
+            1 => Some(Stamps::Tsc),
+            _ => None,
+        }
+    }
+}
 
 /// Encodes the 64-byte file header of a log the interposer (or a wrapper) writes.
 pub fn encode_header(pid: u32, start_ns: i64) -> [u8; HEADER_SIZE] {
@@ -527,6 +606,33 @@ mod tests {
         r.errno = 104;
         r.offset = 1 << 40;
         assert_eq!(round_trip(&r), r);
+    }
+
+    #[test]
+    fn call_slot_is_the_encoding() {
+        let mut r = RawRecord::new(Kind::Wait);
+        (r.flags, r.call, r.ready) = (flags::TCP | flags::NONBLOCKING, Call::EpollPwait, 5);
+        (r.tid, r.fd, r.stream) = (0x0102_0304, -7, (9 << 32) | 0xa0b0_c0d0);
+        (r.t_call_ns, r.t_return_ns) = (-3, i64::MAX);
+        (r.result, r.requested, r.offset) = (-1, u64::MAX - 1, 1 << 60);
+        (r.errno, r.test_id) = (110, 0xdead_beef);
+        let slot = CallSlot {
+            kind: Kind::Wait as u8,
+            flags: r.flags,
+            call: r.call as u8,
+            ready: r.ready,
+            tid: r.tid,
+            fd: r.fd,
+            stream: r.stream as u32,
+            t_call: r.t_call_ns,
+            t_return: r.t_return_ns,
+            result: r.result,
+            requested: r.requested,
+            offset: r.offset,
+            errno: r.errno,
+            test_id: r.test_id,
+        };
+        assert_eq!(slot.to_bytes(), encode(&r).0);
     }
 
     #[test]

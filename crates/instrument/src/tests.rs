@@ -223,3 +223,91 @@ fn call_names_round_trip() {
     }
     assert_eq!(record::Kind::parse("str"), None, "strings are internal");
 }
+
+/// A log's bytes: a header (version, stamps) then the records.
+fn log_bytes(version: u16, stamps: u8, records: &[RawRecord]) -> Vec<u8> {
+    let mut data = record::encode_header(7, 1).to_vec();
+    data[8..10].copy_from_slice(&version.to_le_bytes());
+    data[record::HEADER_CLOCK] = stamps;
+    for r in records {
+        data.extend_from_slice(&record::encode(r).0);
+    }
+    data
+}
+
+fn clock_point(ticks: i64, real_ns: i64) -> RawRecord {
+    let mut r = RawRecord::new(Kind::Clock);
+    (r.t_call_ns, r.t_return_ns) = (ticks, real_ns);
+    r
+}
+
+fn recv_at(t_call: i64, t_return: i64) -> RawRecord {
+    let mut r = RawRecord::new(Kind::Recv);
+    (r.t_call_ns, r.t_return_ns, r.result) = (t_call, t_return, 10);
+    r
+}
+
+fn read_bytes(data: &[u8]) -> Result<crate::LogContents, LogError> {
+    crate::read_binary(data, std::path::Path::new("mem.nbev"), None)
+}
+
+#[test]
+fn tsc_stamps_become_realtime_ns() {
+    const R: i64 = 1_700_000_000_000_000_000;
+    // 3 ticks a ns; the second point is written after the call, as the interposer does.
+    let data = log_bytes(
+        record::VERSION,
+        record::Stamps::Tsc as u8,
+        &[
+            clock_point(3_000, R),
+            recv_at(1_503_000, 1_506_000),
+            clock_point(3_003_000, R + 1_000_000),
+        ],
+    );
+    let c = read_bytes(&data).unwrap();
+    assert!(c.damage.is_none());
+    assert_eq!(c.events.len(), 1, "clock points are not events");
+    let e = &c.events[0];
+    assert_eq!((e.t_call_ns, e.t_return_ns), (R + 500_000, R + 501_000));
+}
+
+#[test]
+fn tsc_log_without_two_points_is_damage() {
+    let data = log_bytes(
+        record::VERSION,
+        record::Stamps::Tsc as u8,
+        &[clock_point(3_000, 5), recv_at(4_000, 5_000)],
+    );
+    let c = read_bytes(&data).unwrap();
+    assert!(
+        matches!(c.damage, Some(LogError::NoClock { events: 1, .. })),
+        "{:?}",
+        c.damage
+    );
+    assert!(c.events.is_empty());
+}
+
+#[test]
+fn version_2_log_is_realtime_ns() {
+    let data = log_bytes(2, 0, &[recv_at(4_000, 5_000)]);
+    let c = read_bytes(&data).unwrap();
+    assert_eq!(
+        (c.events[0].t_call_ns, c.events[0].t_return_ns),
+        (4_000, 5_000)
+    );
+    let data = log_bytes(1, 0, &[]);
+    assert!(matches!(
+        read_bytes(&data).unwrap_err(),
+        LogError::OldVersion { version: 1, .. }
+    ));
+}
+
+#[test]
+fn unknown_stamps_are_refused() {
+    let data = log_bytes(record::VERSION, 9, &[recv_at(4_000, 5_000)]);
+    let err = read_bytes(&data).unwrap_err();
+    assert!(
+        matches!(err, LogError::UnknownStamps { value: 9, .. }),
+        "{err}"
+    );
+}

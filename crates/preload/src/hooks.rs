@@ -8,7 +8,7 @@ use libc::{
     c_char, c_int, c_uint, c_void, iovec, mmsghdr, msghdr, off_t, size_t, sockaddr, socklen_t,
     ssize_t,
 };
-use netblame_instrument::record::{flags, Call, Kind, RawRecord};
+use netblame_instrument::record::{flags, Call, CallSlot, Kind, RawRecord};
 
 use crate::{active, errno, fds, log, real, set_errno, tags, Inside};
 
@@ -16,7 +16,7 @@ use crate::{active, errno, fds, log, real, set_errno, tags, Inside};
 struct Io {
     fd: c_int,
     state: u64,
-    _inside: Inside,
+    inside: Inside,
     t_call: i64,
 }
 
@@ -32,8 +32,8 @@ fn begin(fd: c_int) -> Option<Io> {
     Some(Io {
         fd,
         state,
-        _inside: inside,
-        t_call: crate::realtime_ns(),
+        inside,
+        t_call: crate::clock::now(),
     })
 }
 
@@ -48,7 +48,7 @@ impl Io {
         err: i32,
         msg_flags: c_int,
     ) {
-        let t_return = crate::realtime_ns();
+        let t_return = crate::clock::now();
         // A bug in recording must never unwind into the program.
         let _ = catch_unwind(AssertUnwindSafe(|| {
             self.record(kind, call, requested, result, err, msg_flags, t_return);
@@ -86,7 +86,8 @@ impl Io {
         } else {
             0
         };
-        let mut r = base_record(kind, call, self.fd, state, self.t_call, t_return);
+        let mut r = call_slot(kind, call, self.fd, state, self.t_call, t_return);
+        r.tid = self.inside.tid();
         r.flags |= (if peek { flags::PEEK } else { 0 })
             | (if nonblocking { flags::NONBLOCKING } else { 0 });
         r.requested = requested;
@@ -96,7 +97,32 @@ impl Io {
         if kind == Kind::Recv && result > 0 && !peek {
             crate::waits::read_returned_data(self.fd, t_return);
         }
-        log::append(&r);
+        log::append_call(&r);
+    }
+}
+
+/// The record of a call on a tracked socket, as `base_record` fills it but written in place
+/// (`log::append_call`); the thread id is the caller's to fill.
+#[inline]
+pub(crate) fn call_slot(
+    kind: Kind,
+    call: Call,
+    fd: c_int,
+    state: u64,
+    t_call: i64,
+    t_return: i64,
+) -> CallSlot {
+    CallSlot {
+        kind: kind as u8,
+        flags: if state & fds::TCP != 0 { flags::TCP } else { 0 },
+        call: call as u8,
+        fd,
+        t_call,
+        t_return,
+        test_id: tags::current(),
+        // The stream counter: `fds::stream_id`'s low half (the pid is the log header's).
+        stream: fds::stream_id(0, state) as u32,
+        ..CallSlot::default()
     }
 }
 
@@ -208,7 +234,7 @@ pub(crate) fn record_open(
             0,
         )
     };
-    let now = crate::realtime_ns();
+    let now = crate::clock::now();
     let (t_call, t_return, err) = times.unwrap_or((now, now, 0));
     let mut r = base_record(Kind::Open, call, fd, state, t_call, t_return);
     r.errno = err;
@@ -325,7 +351,7 @@ fn finish_multi(
     }
     // SAFETY: on success the kernel filled the first r entries of the caller's array.
     let done = unsafe { std::slice::from_raw_parts(msgs, r as usize) };
-    let t_return = crate::realtime_ns();
+    let t_return = crate::clock::now();
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // A socket first seen here gets one open, not one per message.
         if io.state & fds::OPENED == 0 {
@@ -420,11 +446,11 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let t_call = crate::realtime_ns();
+    let t_call = crate::clock::now();
     // SAFETY: the caller upholds libc's contract for connect.
     let r = unsafe { real::connect(fd, addr, len) };
     let err = errno();
-    let t_return = crate::realtime_ns();
+    let t_return = crate::clock::now();
     if r == 0 || err == libc::EINPROGRESS || connect_attempt_failed(err) {
         note(|| {
             if let Some(state) = fds::lookup(fd).filter(|s| r == 0 || s & fds::TCP != 0) {
@@ -489,7 +515,7 @@ pub unsafe extern "C" fn accept4(
 }
 
 fn record_close(fd: c_int, state: u64) {
-    let now = crate::realtime_ns();
+    let now = crate::clock::now();
     log::append(&base_record(Kind::Close, Call::Close, fd, state, now, now));
 }
 

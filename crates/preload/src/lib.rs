@@ -4,8 +4,9 @@
 //! variable it records nothing and says nothing.
 //!
 //! The per-call path of an interposed function is: one load from a fixed fd table ("is this a
-//! socket we track?"), a thread-local re-entry flag, two CLOCK_REALTIME reads (vDSO), the real
-//! call, and one 128-byte record written into a shared file mapping at a slot claimed with an
+//! socket we track?"), a thread-local re-entry flag, two stamps (TSC reads where the kernel keeps
+//! time by the TSC, else CLOCK_REALTIME by the vDSO: `clock`), the real call, and one 64-byte
+//! record written into a shared file mapping at a slot claimed with an
 //! atomic add. No lock, no allocation, no extra syscall. The mapping is `MAP_SHARED`, so every
 //! record written is in the page cache and survives the program being killed with SIGKILL.
 //!
@@ -21,6 +22,7 @@
 // the test binary's own poll or epoll_wait stay libc's: nothing calls them there.
 #![cfg_attr(test, allow(dead_code))]
 
+mod clock;
 mod fds;
 mod hooks;
 mod log;
@@ -39,11 +41,36 @@ const OFF: u8 = 2;
 /// This process's pid, refreshed in a fork child.
 static PID: AtomicU32 = AtomicU32::new(0);
 
-thread_local! {
+/// What netblame keeps per thread, in one thread-local: in a cdylib every thread-local access
+/// is a `__tls_get_addr` call, so a hook makes one (`Inside::enter`) and keeps the address.
+struct ThreadState {
     /// Set while this thread is inside netblame's own code: calls then pass straight through.
-    static INSIDE: Cell<bool> = const { Cell::new(false) };
+    inside: Cell<bool>,
     /// Cached kernel thread id (0: not read yet), and the pid it was read in.
-    static TID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    tid: Cell<(u32, u32)>,
+}
+
+impl ThreadState {
+    fn tid(&self) -> u32 {
+        let pid = pid();
+        let (tid, seen_pid) = self.tid.get();
+        if tid != 0 && seen_pid == pid {
+            return tid;
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        self.tid.set((tid, pid));
+        tid
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            inside: Cell::new(false),
+            tid: Cell::new((0, 0)),
+        }
+    };
 }
 
 fn active() -> bool {
@@ -55,36 +82,33 @@ fn pid() -> u32 {
 }
 
 fn tid() -> u32 {
-    let pid = pid();
-    TID.try_with(|t| {
-        let (tid, seen_pid) = t.get();
-        if tid != 0 && seen_pid == pid {
-            return tid;
-        }
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
-        t.set((tid, pid));
-        tid
-    })
-    .unwrap_or(0)
+    THREAD.try_with(ThreadState::tid).unwrap_or(0)
 }
 
 /// Marks this thread as inside netblame until the guard drops; `None` if it already was (a
 /// re-entrant call, which must pass through) or thread-locals are gone (thread teardown).
-struct Inside;
+struct Inside(*const ThreadState);
 
 impl Inside {
     fn enter() -> Option<Inside> {
-        INSIDE
-            .try_with(|f| if f.replace(true) { None } else { Some(Inside) })
+        THREAD
+            .try_with(|t| (!t.inside.replace(true)).then_some(Inside(t)))
             .ok()
             .flatten()
+    }
+
+    /// This thread's kernel id.
+    fn tid(&self) -> u32 {
+        // SAFETY: the pointer is this thread's ThreadState (made by `enter` on this thread: the
+        // guard is not Send), which lives as long as the thread.
+        unsafe { &*self.0 }.tid()
     }
 }
 
 impl Drop for Inside {
     fn drop(&mut self) {
-        let _ = INSIDE.try_with(|f| f.set(false));
+        // SAFETY: as in `tid`.
+        unsafe { &*self.0 }.inside.set(false);
     }
 }
 
@@ -137,6 +161,7 @@ extern "C" fn init() {
         STATE.store(OFF, Ordering::Relaxed);
         return;
     }
+    clock::configure();
     tags::init();
     STATE.store(ACTIVE, Ordering::Relaxed);
     // SAFETY: registering plain extern "C" handlers without arguments.

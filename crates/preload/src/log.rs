@@ -17,7 +17,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use netblame_instrument::record::{self, RawRecord, HEADER_SIZE, RECORD_SIZE};
+use netblame_instrument::record::{self, CallSlot, RawRecord, HEADER_SIZE, RECORD_SIZE};
 
 use crate::real;
 
@@ -153,6 +153,9 @@ fn ensure_open() -> *mut u8 {
 
 /// Creates and maps this process's log (also in a fork child, for the child's own log).
 fn open() -> Result<(), &'static [u8]> {
+    // Two clock points around the log's creation (tens of microseconds apart): a slope for a
+    // log that gets no later point (clock.rs).
+    let opening = crate::clock::uses_tsc().then(crate::clock::point);
     let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
     let pid = decimal(u64::from(crate::pid()), &mut a);
     let start = crate::realtime_ns();
@@ -214,12 +217,30 @@ fn open() -> Result<(), &'static [u8]> {
         unsafe { libc::unlink(CURRENT.as_ptr()) };
         return Err(b"no room for the event log in NETBLAME_EVENTS_DIR (disk full?)");
     }
-    let header = record::encode_header(crate::pid(), start);
+    let mut header = record::encode_header(crate::pid(), start);
+    if opening.is_some() {
+        header[record::HEADER_CLOCK] = record::Stamps::Tsc as u8;
+    }
     // SAFETY: base points to MAP_LEN writable bytes; the header is HEADER_SIZE bytes.
     unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), base, HEADER_SIZE) };
     NEXT.store(0, Ordering::Relaxed);
     BASE.store(base, Ordering::Release);
+    if let Some(first) = opening {
+        crate::clock::restart();
+        append_point(base, first);
+        append_point(base, crate::clock::point());
+    }
     Ok(())
+}
+
+/// Writes a clock point (TSC ticks, realtime ns) and schedules the next.
+#[cold]
+fn append_point(base: *mut u8, (ticks, real_ns): (i64, i64)) {
+    let mut r = RawRecord::new(record::Kind::Clock);
+    (r.t_call_ns, r.t_return_ns) = (ticks, real_ns);
+    // A point that finds the log full is not a call lost.
+    append_to(base, &r, false);
+    crate::clock::point_written(ticks);
 }
 
 /// Creates `dir` and any missing folder above it, mode 0700 (as `mkdir -p`).
@@ -298,8 +319,11 @@ fn reserve_through(base: *mut u8, end: u64) -> bool {
     }
 }
 
-/// Notes in the header that a call at `t_ns` was not recorded (the first such time stays).
-fn note_lost(base: *mut u8, t_ns: i64) {
+/// Notes in the header that a call was not recorded now (the first such time stays; realtime
+/// ns, whatever the records' stamps).
+#[cold]
+fn note_lost(base: *mut u8) {
+    let t_ns = crate::realtime_ns().max(1);
     let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
     let from = record::HEADER_LOST_FROM;
     let calls = record::HEADER_LOST_CALLS;
@@ -331,25 +355,82 @@ pub fn append(r: &RawRecord) {
             return;
         }
     }
-    let (first, second) = record::encode(r);
-    let slots = 1 + u64::from(second.is_some());
+    append_to(base, r, true);
+    if crate::clock::uses_tsc() && crate::clock::point_due(r.t_return_ns) {
+        append_point(base, crate::clock::point());
+    }
+}
+
+/// Appends the record of a socket call, written in place: the hot path of every hook.
+#[inline]
+pub fn append_call(rec: &CallSlot) {
+    let mut base = BASE.load(Ordering::Acquire);
+    if base.is_null() {
+        base = ensure_open();
+        if base.is_null() {
+            return;
+        }
+    }
+    if let Some(slot) = claim(base, 1, true) {
+        let body = CallSlot { kind: 0, ..*rec };
+        // SAFETY: claim gave a slot of RECORD_SIZE bytes inside the mapping that this thread
+        // alone owns, 64-byte aligned (the mapping is page-aligned, the header and every slot
+        // 64 bytes), and CallSlot is RECORD_SIZE bytes of plain data. The kind goes last, with
+        // Release, as in `commit`.
+        unsafe {
+            slot.cast::<CallSlot>().write(body);
+            AtomicU8::from_ptr(slot).store(rec.kind, Ordering::Release);
+        }
+        prefetch_next(slot);
+    }
+    if crate::clock::uses_tsc() && crate::clock::point_due(rec.t_return) {
+        append_point(base, crate::clock::point());
+    }
+}
+
+/// Brings the slot after `slot` into the cache while the program runs on: the next call's
+/// record then stores into a cached line instead of waiting for memory (every record is a line
+/// of its own, never touched before, and the slot claim's locked add waits for earlier stores).
+#[inline]
+fn prefetch_next(slot: *mut u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address; the next slot is in the mapping
+    // (or one past the last slot, still inside its last page).
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            slot.add(RECORD_SIZE).cast(),
+        );
+    }
+}
+
+/// Claims `slots` consecutive slots of the log mapped at `base`: the first one's address, or
+/// None when there is no room (then counted as a call not recorded if `a_call`).
+#[inline]
+fn claim(base: *mut u8, slots: u64, a_call: bool) -> Option<*mut u8> {
     let slot = NEXT.fetch_add(slots, Ordering::Relaxed);
     let end = slot + slots;
     if end > CAPACITY || (end > RESERVED.load(Ordering::Acquire) && !reserve_through(base, end)) {
-        if !CLOSED.load(Ordering::Relaxed) {
-            note_lost(base, r.t_call_ns.max(1));
+        if a_call && !CLOSED.load(Ordering::Relaxed) {
+            note_lost(base);
         }
-        return;
+        return None;
     }
-    // SAFETY: slot + slots <= CAPACITY so the slots lie inside the mapping, and this thread
-    // alone claimed them.
+    // SAFETY: slot + slots <= CAPACITY, so the slots lie inside the mapping.
+    Some(unsafe { base.add(HEADER_SIZE + slot as usize * RECORD_SIZE) })
+}
+
+/// Claims the record's slots in the log mapped at `base` and commits it; when there is no room,
+/// counts it as a call not recorded if `a_call`.
+fn append_to(base: *mut u8, r: &RawRecord, a_call: bool) {
+    let (first, second) = record::encode(r);
+    let Some(slot) = claim(base, 1 + u64::from(second.is_some()), a_call) else {
+        return;
+    };
+    // SAFETY: claim gave this thread alone the record's slots, inside the mapping.
     unsafe {
-        commit(base.add(HEADER_SIZE + slot as usize * RECORD_SIZE), &first);
+        commit(slot, &first);
         if let Some(second) = second {
-            commit(
-                base.add(HEADER_SIZE + (slot as usize + 1) * RECORD_SIZE),
-                &second,
-            );
+            commit(slot.add(RECORD_SIZE), &second);
         }
     }
 }
@@ -372,6 +453,10 @@ pub fn finish() {
     if BASE.load(Ordering::Acquire).is_null() {
         return;
     }
+    if crate::clock::uses_tsc() {
+        // The last point: the stamps up to exit are interpolated, not extrapolated.
+        append_point(BASE.load(Ordering::Acquire), crate::clock::point());
+    }
     // Later claims land past the capacity and are dropped, so no write touches the cut tail.
     CLOSED.store(true, Ordering::Relaxed);
     let mut used = NEXT.swap(u64::MAX / 2, Ordering::AcqRel).min(CAPACITY);
@@ -389,5 +474,34 @@ pub fn finish() {
         crate::warn(
             b"netblame: the event log was full (disk or capacity); later socket calls were not recorded\n",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hot path writes a CallSlot's memory as the record: it must be the encoding.
+    #[test]
+    fn call_slot_memory_is_its_encoding() {
+        let slot = CallSlot {
+            kind: 3,
+            flags: 4,
+            call: 7,
+            ready: 1,
+            tid: 0x0102_0304,
+            fd: 9,
+            stream: 0x0a0b_0c0d,
+            t_call: 0x1112_1314_1516_1718,
+            t_return: -2,
+            result: 64,
+            requested: 65,
+            offset: 1 << 40,
+            errno: 11,
+            test_id: 5,
+        };
+        // SAFETY: CallSlot is RECORD_SIZE bytes of plain data (a const assertion in its crate).
+        let memory: [u8; RECORD_SIZE] = unsafe { std::mem::transmute(slot) };
+        assert_eq!(memory, slot.to_bytes());
     }
 }

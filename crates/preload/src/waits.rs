@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use libc::{c_int, size_t};
 use netblame_instrument::record::{ready, Call, Kind};
 
-use crate::hooks::{base_record, open_on_first_use};
+use crate::hooks::{call_slot, open_on_first_use};
 use crate::{active, errno, fds, log, real, set_errno, Inside};
 
 /// The datum each fd was last registered with (epoll_ctl ADD or MOD), and whether it is set.
@@ -119,7 +119,7 @@ fn epoll_registered(epfd: c_int, fd: c_int, events: u32) {
     } else if EPOLL_ASKED_SINCE[i].load(Ordering::Relaxed) == 0 {
         // Asked again after a removal (psycopg removes and adds its reader every slice): the
         // first time since the last data counts.
-        EPOLL_ASKED_SINCE[i].store(crate::realtime_ns(), Ordering::Relaxed);
+        EPOLL_ASKED_SINCE[i].store(crate::clock::now(), Ordering::Relaxed);
     }
 }
 
@@ -215,7 +215,7 @@ impl TokenFds for [AtomicI32; TOKENS] {
 /// A wait in progress: its entry time, the epoll instance it waits on, and the re-entry guard
 /// held across it.
 struct Wait {
-    _inside: Inside,
+    inside: Inside,
     t_call: i64,
     epfd: Option<c_int>,
 }
@@ -226,9 +226,9 @@ fn begin(epfd: Option<c_int>) -> Option<Wait> {
         return None;
     }
     let inside = Inside::enter()?;
-    let t_call = crate::realtime_ns();
+    let t_call = crate::clock::now();
     Some(Wait {
-        _inside: inside,
+        inside,
         t_call,
         epfd,
     })
@@ -245,7 +245,7 @@ impl Wait {
         timeout_ms: i64,
         reported: impl Iterator<Item = (c_int, u8, bool)>,
     ) {
-        let t_return = crate::realtime_ns();
+        let t_return = crate::clock::now();
         let err = errno();
         let _ = catch_unwind(AssertUnwindSafe(|| {
             for (fd, bits, wants_read) in reported {
@@ -285,12 +285,13 @@ impl Wait {
                     }
                     state |= fds::OPENED;
                 }
-                let mut r = base_record(Kind::Wait, call, fd, state, t_call, t_return);
+                let mut r = call_slot(Kind::Wait, call, fd, state, t_call, t_return);
+                r.tid = self.inside.tid();
                 r.ready = bits;
                 r.result = i64::from(result);
                 r.requested = timeout_ms as u64;
                 r.offset = fds::advance(fd, true, 0);
-                log::append(&r);
+                log::append_call(&r);
             }
         }));
         // A poll with no timeout that found nothing did not wait (asyncio polls so whenever
