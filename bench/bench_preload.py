@@ -22,9 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
+# Seconds before each recorded run: memory freed within about a second is cheap to take again
+# on this VM (docs/benchmarks.md, "The interposer's cost per call").
+SETTLE_S = 2
 
 
 def run(cmd, env=None):
@@ -66,13 +70,15 @@ def main():
         libs = {"netblame": preload, **({"baseline": args.baseline} if args.baseline else {})}
         res = {"plain": [], **{k: [] for k in libs}, "strace": []}
         counts = []
-        # Every recorded run follows a plain one, the builds taking turns at going first: on the
-        # disk a run right after another that wrote a log is faster (the same build measured
-        # 1.07x there and 1.20x after a plain run), so "second after a recording" is no fair place.
+        # Every recorded run follows a plain one and a pause, the builds taking turns at going
+        # first: on this VM's ext4 a run within a second of another that wrote and deleted a log
+        # is much faster (the same build measured 1.07x there and 1.20x after a pause), and a
+        # real run does not follow one.
         order = list(libs)
         for r in range(args.rounds):
             for mode in order[r % len(order):] + order[:r % len(order)]:
                 res["plain"].append(run(argv(iters)))
+                time.sleep(SETTLE_S)
                 with tempfile.TemporaryDirectory(dir=args.events_base) as d:
                     env = dict(os.environ, LD_PRELOAD=libs[mode], NETBLAME_EVENTS_DIR=d)
                     res[mode].append(run(argv(iters), env))
