@@ -375,3 +375,14 @@ def test_a_picture_never_overwrites_the_capture(tmp_path):
         assert r.returncode == 2, r
         assert "would overwrite" in r.stderr and r.stdout == ""
     assert (out / "capture.pcap").read_bytes() == before
+
+
+def test_a_picture_that_cannot_be_written_is_named_and_the_report_is_kept(tmp_path):
+    # /dev/full takes no byte: as a full disk. The trace is written on a thread of its own and
+    # the annotated copy by the pass: each failure names its own file.
+    for flag, what in (("--perfetto", "writing the trace"), ("--annotate", "writing the annotated capture")):
+        r = subprocess.run([str(netblame_path()), "analyze", str(SHIPPED), flag, "/dev/full",
+                            "--html", str(tmp_path / "report.html")], capture_output=True, text=True)
+        assert r.returncode == 1, r
+        assert f"/dev/full: {what}: No space left on device" in r.stderr, r.stderr
+        assert "where the read time went" in r.stdout, r.stdout

@@ -10,7 +10,7 @@ use netblame_capture::CaptureReader;
 use netblame_correlate::{blame, Analysis, AnalyzerConfig, Blame, SocketCall};
 use netblame_export::{PacketTable, TableFormat, TableOutput};
 use netblame_instrument::{LogContents, LogError};
-use netblame_report::{pass, perfetto::TraceWriter, socket_calls};
+use netblame_report::{pass, socket_calls};
 
 use crate::{AnalyzeArgs, UsageError};
 
@@ -370,15 +370,8 @@ fn render(
     caveats: &netblame_report::Caveats,
 ) -> Result<()> {
     let r = &job.renders;
-    let trace = match r.perfetto {
-        Some(p) => Some(
-            TraceWriter::new(create(p)?, analysis, calls, result, phases)
-                .with_context(|| format!("writing {}", p.display()))?,
-        ),
-        None => None,
-    };
     let outputs = pass::PassOutputs {
-        trace,
+        trace: r.perfetto.map(create).transpose()?.map(|out| (out, phases)),
         annotated: r.annotate.map(create).transpose()?,
         comment_all: r.annotate_all,
     };
@@ -388,7 +381,16 @@ fn render(
     let detail = pass::second_pass(&mut reader, analysis, calls, result, outputs, |at| {
         bar.set_position(at)
     })
-    .with_context(|| format!("{}", job.capture.display()))?;
+    .map_err(|e| {
+        // The file the error is about: the capture read again, or the picture being written.
+        let path = match e {
+            pass::PassError::Trace(_) => r.perfetto,
+            pass::PassError::Annotated(_) => r.annotate,
+            _ => None,
+        };
+        let path = path.unwrap_or(job.capture).display().to_string();
+        anyhow::Error::new(e).context(path)
+    })?;
     bar.finish_and_clear();
     if let Some(path) = r.html {
         let title = job

@@ -152,12 +152,12 @@ fn renders(
     ),
     caveats: &netblame_report::Caveats,
 ) {
-    use netblame_report::{pass, perfetto::TraceWriter};
+    use netblame_report::pass;
     let Ok(mut reader) = CaptureReader::new(Cursor::new(capture), "fuzz.pcap") else {
         return;
     };
     let outputs = pass::PassOutputs {
-        trace: TraceWriter::new(io::sink(), analysis, calls, result, phases).ok(),
+        trace: Some((io::sink(), phases)),
         annotated: Some(io::sink()),
         comment_all: true,
     };
