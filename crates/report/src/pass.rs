@@ -74,10 +74,18 @@ const BATCH: usize = 8192;
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Packets for the trace: each record with its frame number and its links' range in `links`.
-#[derive(Default)]
 struct PacketBatch {
     packets: Vec<(u64, PacketRecord, Range<usize>)>,
     links: Vec<u64>,
+}
+
+impl PacketBatch {
+    fn with_room(packets: usize) -> Self {
+        PacketBatch {
+            packets: Vec::with_capacity(packets),
+            links: Vec::new(),
+        }
+    }
 }
 
 /// Runs the pass; `progress` is told the file offset now and then. Flushes both outputs.
@@ -150,7 +158,7 @@ fn frames<R: Read, A: Write>(
         keep_packets: true,
         keep_request_heads: false,
     });
-    let mut batch = PacketBatch::default();
+    let mut batch = PacketBatch::with_room(batch_len);
     let mut frame = 0u64;
     while let Some(p) = reader.next_packet()? {
         frame += 1;
@@ -167,7 +175,7 @@ fn frames<R: Read, A: Write>(
             }
         }
         if batch.packets.len() >= batch_len {
-            send(&mut to_trace, &mut batch);
+            send(&mut to_trace, &mut batch, batch_len);
         }
         let comments = pass.take_comments();
         if let Some(file) = annotated_file.take() {
@@ -191,7 +199,7 @@ fn frames<R: Read, A: Write>(
                 .map_err(PassError::Annotated)?;
         }
     }
-    send(&mut to_trace, &mut batch);
+    send(&mut to_trace, &mut batch, 0);
     if let Some((w, _)) = writer {
         w.into_inner().map_err(PassError::Annotated)?;
     }
@@ -205,11 +213,16 @@ fn frames<R: Read, A: Write>(
 }
 
 /// Hands the batch to the trace's thread; a thread that has stopped is not fed again.
-fn send(to_trace: &mut Option<mpsc::SyncSender<PacketBatch>>, batch: &mut PacketBatch) {
+/// The next batch is made with room for `room` records (none after the last).
+fn send(
+    to_trace: &mut Option<mpsc::SyncSender<PacketBatch>>,
+    batch: &mut PacketBatch,
+    room: usize,
+) {
     if batch.packets.is_empty() {
         return;
     }
-    let full = std::mem::take(batch);
+    let full = std::mem::replace(batch, PacketBatch::with_room(room));
     if let Some(tx) = to_trace {
         if tx.send(full).is_err() {
             *to_trace = None;
