@@ -127,9 +127,11 @@ pub struct DebugAnnotation {
 }
 
 /// Protobuf's wire format for `TracePacket`, written by hand as prost writes it (fields in tag
-/// order, each `Some` written, repeated fields unpacked), so the bytes are prost's: prost sizes
-/// every nested message again for each level it is nested in, and that was a sixth of a large
-/// trace's time. The rare parts (interned strings, track descriptors) are prost's own.
+/// order, each `Some` written, repeated fields unpacked), so the bytes are prost's. The derived
+/// `encode` sizes every nested message again at each level, and prost's field encoders go through
+/// `BufMut` a byte at a time: with them the 1 M run's trace took 4.2-4.5 s of CPU, with these
+/// pushes onto a `Vec` 3.7-3.9 s. The rare parts (interned strings, track descriptors) are
+/// prost's own.
 mod wire {
     use prost::Message;
 
