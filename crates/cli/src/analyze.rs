@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use netblame_capture::CaptureReader;
-use netblame_correlate::{blame, Analysis, AnalyzerConfig, Blame, SocketCall};
+use netblame_correlate::{Analysis, AnalyzerConfig, Blame, SocketCall};
 use netblame_export::{PacketTable, TableFormat, TableOutput};
 use netblame_instrument::{LogContents, LogError};
 use netblame_report::{pass, socket_calls};
@@ -274,13 +274,15 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     }
     let threshold_ns = (job.threshold_ms * 1e6) as i64;
     let joining = step("joining reads to packets");
-    let result = blame(&analysis, &calls, threshold_ns);
+    // One pass: the sums, test rows and the report's lists as the join goes; every result held
+    // only for the tables and pictures (which are not sinks yet).
+    let keep_all = !outputs.is_empty() || job.renders.any();
+    let joined = netblame_report::join_run(&analysis, &calls, &phases, threshold_ns, keep_all);
     joining.finish_and_clear();
-    // The sums and test phases, once for the report, the tables and the page.
-    let summary = netblame_correlate::RunSummary::new(&calls, &result, &phases);
-    if !outputs.is_empty() {
+    let summary = &joined.summary;
+    if let Some(result) = joined.all.as_ref().filter(|_| !outputs.is_empty()) {
         let writing = step("writing the tables");
-        write_tables(&outputs, &analysis, &calls, &result, &summary.tests)?;
+        write_tables(&outputs, &analysis, &calls, result, &summary.tests)?;
         writing.finish_and_clear();
     }
     let caveats = netblame_report::Caveats {
@@ -294,13 +296,13 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
         out,
         &analysis,
         &calls,
-        &result,
+        &joined.lists,
         job.threshold_ms,
-        &summary,
+        summary,
         &caveats,
     )?;
-    if job.renders.any() {
-        render(job, &analysis, &calls, &result, &phases, &summary, &caveats)?;
+    if let Some(result) = joined.all.as_ref().filter(|_| job.renders.any()) {
+        render(job, &analysis, &calls, result, &phases, summary, &caveats)?;
     }
     Ok(())
 }
@@ -442,7 +444,7 @@ fn write_tables(
         &result.exchanges,
     );
     x::write_batched(outputs, "reads", r.len(), |at| {
-        x::reads_frame(calls, &r[at], s)
+        x::reads_frame(calls, &r[at])
     })
     .and_then(|()| {
         x::write_batched(outputs, "sends", s.len(), |at| {

@@ -7,13 +7,13 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use netblame_correlate::{summary, test_rows, AnalyzerConfig};
+use netblame_correlate::{AnalyzerConfig, SummarySink, TestRow};
 
 use crate::analyze::{load, Job, Loaded, Renders};
 use crate::{DiffArgs, DiffFormat, UsageError};
 
-/// A run's inputs and their join.
-fn analysed(dir: &Path) -> Result<(Loaded, netblame_correlate::Blame)> {
+/// A run's inputs.
+fn analysed(dir: &Path) -> Result<Loaded> {
     let (capture, events) = crate::analyze::run_inputs(dir)?;
     let job = Job {
         capture: &capture,
@@ -29,10 +29,14 @@ fn analysed(dir: &Path) -> Result<(Loaded, netblame_correlate::Blame)> {
         keep_packets: false,
         keep_request_heads: false,
     };
-    let loaded =
-        load(&job, config, None).with_context(|| format!("analysing {}", dir.display()))?;
-    let blame = netblame_correlate::blame(&loaded.analysis, &loaded.calls, 1_000_000);
-    Ok((loaded, blame))
+    load(&job, config, None).with_context(|| format!("analysing {}", dir.display()))
+}
+
+/// A run's test rows, from its join (one pass, its sums alone kept).
+fn test_rows(run: &Loaded) -> Vec<TestRow<'_>> {
+    let mut sums = SummarySink::default();
+    netblame_correlate::join(&run.analysis, &run.calls, 1_000_000, &mut sums);
+    sums.finish(&run.phases).tests
 }
 
 fn ms_to_ns(ms: f64, flag: &str) -> Result<i64> {
@@ -66,12 +70,8 @@ fn compare(args: &DiffArgs) -> Result<u8> {
         .fail_slower
         .map(|ms| ms_to_ns(ms, "--fail-slower"))
         .transpose()?;
-    let (a, blame_a) = analysed(&args.run_a)?;
-    let (b, blame_b) = analysed(&args.run_b)?;
-    let sums_a = summary::summarize(&a.calls, &blame_a);
-    let sums_b = summary::summarize(&b.calls, &blame_b);
-    let rows_a = test_rows(&a.calls, &blame_a, &sums_a.by_test, &a.phases);
-    let rows_b = test_rows(&b.calls, &blame_b, &sums_b.by_test, &b.phases);
+    let (a, b) = (analysed(&args.run_a)?, analysed(&args.run_b)?);
+    let (rows_a, rows_b) = (test_rows(&a), test_rows(&b));
     let d = netblame_correlate::suite::diff(
         &rows_a,
         a.has_phases,

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::exchange::{ExchangeStream, LastRead};
 use crate::flows::{Analysis, Flow, Protocol};
+use crate::join::{JoinEnd, JoinSink};
 use crate::seq::SeqNumber;
 
 /// What a socket call did, as the correlator needs it (the CLI converts recorded events).
@@ -428,13 +430,23 @@ pub struct ReadBlame {
     /// first byte.
     pub response_ns: Option<i64>,
     /// For that read: the send of the request that the kernel held longest before the wire, if
-    /// one was held (index in `Blame::sends`). A peer that looks slow may have been waiting for
-    /// a request our own stack held back (Nagle, a zero window).
-    pub request_held: Option<usize>,
+    /// one was held. A peer that looks slow may have been waiting for a request our own stack
+    /// held back (Nagle, a zero window).
+    pub request_held: Option<HeldRequest>,
     /// The readiness wait the read was timed over, if it followed one.
     pub wait: Option<WaitWindow>,
     /// With a stall: whose write Nagle held (the side that needs TCP_NODELAY).
     pub stall_held: Option<HeldWrite>,
+}
+
+/// A send of a request that its kernel held before the wire: what a read of the answer says
+/// about it (the values, not an index: the join does not keep the sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRequest {
+    /// The send's call (index in the input slice).
+    pub call: usize,
+    pub wire_delay_ns: Option<i64>,
+    pub held_by: HeldBy,
 }
 
 /// Whose write a Nagle + delayed-ACK stall held.
@@ -716,8 +728,12 @@ struct StreamState {
     /// Position (in the stream's send direction) of the last byte of the latest send that no
     /// read has followed yet.
     unanswered_send_end: Option<i64>,
-    /// Index in `Blame::sends` of the first send since the last read: where the request began.
-    request_first_send: Option<usize>,
+    /// A send of data since the last read of data: a request is under way.
+    request_open: bool,
+    /// Of its sends, the one its kernel held longest (the last of equals).
+    request_held: Option<HeldRequest>,
+    /// On a connection the program made: its exchange under way.
+    exchange: Option<ExchangeStream>,
     /// Where the last lookups landed in the byte timelines: [the peer's direction, ours].
     hints: [usize; 2],
     /// The program accepted this connection: it serves it.
@@ -735,7 +751,7 @@ struct StreamState {
     asked_since: Option<i64>,
     /// When the last send of data on the socket returned.
     last_send_return: i64,
-    /// A non-blocking connect not yet reported done (index in `Blame::connects`).
+    /// A non-blocking connect not yet reported done (index in `JoinEnd::connects`).
     pending_connect: Option<usize>,
     /// The first wait that reported the socket writable since the last send.
     write_wait: Option<WaitWindow>,
@@ -851,12 +867,35 @@ pub fn align_kernel_seqs(analysis: &Analysis, calls: &mut [SocketCall]) {
     }
 }
 
-/// Joins `calls` to `analysis` and computes the timing of every read and send.
+/// Joins `calls` to `analysis` and computes the timing of every read and send, all held whole
+/// (the pictures' and the tables' input): `join` into a `Blame`.
 pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Blame {
+    let mut out = Blame::default();
+    join(analysis, calls, threshold_ns, &mut out);
+    out
+}
+
+/// What a call made in the join.
+enum Made {
+    Read(ReadBlame),
+    Send(SendTiming),
+    Nothing,
+}
+
+/// Joins `calls` to `analysis` in call order and hands every result to `sink` as it is made
+/// (docs/timing-model.md): each read and send once it is timed, each exchange as it ends, then
+/// the connects and what did not join (also returned). Per stream it keeps only what later
+/// calls on it ask about.
+pub fn join<'a>(
+    analysis: &Analysis,
+    calls: &'a [SocketCall],
+    threshold_ns: i64,
+    sink: &mut impl JoinSink<'a>,
+) -> JoinEnd {
     let by_pair = TcpFlowIndex::new(analysis);
     let mut streams: HashMap<(u32, u64), StreamState> = HashMap::new();
     let mut udp: Vec<UdpMatch> = Vec::new();
-    let mut out = Blame::default();
+    let mut end = JoinEnd::default();
     let mut flow_joined = vec![false; analysis.flows.len()];
     for (idx, c) in calls
         .iter()
@@ -883,7 +922,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         let failed_connect = c.api == Api::Connect && c.errno != 0 && c.errno != EINPROGRESS;
         let connection = (!c.tcp || c.peer().is_some_and(|p| p.port() != 0)) && !failed_connect;
         if entry.is_none() && connection {
-            out.unmatched_streams
+            end.unmatched_streams
                 .push((c.pid, c.stream, c.local(), c.peer()));
         }
         let mut state = StreamState {
@@ -912,24 +951,31 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             };
             t.compute(c, flow, threshold_ns);
             if c.errno == EINPROGRESS {
-                state.pending_connect = Some(out.connects.len());
+                state.pending_connect = Some(end.connects.len());
             }
-            out.connects.push(t);
+            end.connects.push(t);
         }
         streams.insert((c.pid, c.stream), state);
     }
-    out.unmatched_flows = analysis
+    end.unmatched_flows = analysis
         .flows
         .iter()
         .zip(&flow_joined)
         .filter(|(_, &joined)| !joined)
         .map(|(f, _)| f.id)
         .collect();
-    let count = |kind| calls.iter().filter(|c| c.kind == kind).count();
-    out.reads.reserve_exact(count(CallKind::Recv));
-    out.sends.reserve_exact(count(CallKind::Send));
     let mut no_stream = StreamState::default();
     for (idx, c) in calls.iter().enumerate() {
+        if c.kind == CallKind::Open {
+            // A connection the program made (accepted ones are served, not asked): its
+            // exchanges begin here, in call order.
+            if c.tcp && !c.api.accepts() {
+                if let Some(st) = streams.get_mut(&(c.pid, c.stream)) {
+                    st.exchange = Some(ExchangeStream::new(idx));
+                }
+            }
+            continue;
+        }
         let st = if matches!(c.kind, CallKind::Recv | CallKind::Send | CallKind::Wait) {
             streams.entry((c.pid, c.stream)).or_default()
         } else {
@@ -950,7 +996,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
             if let Some((done_ns, wait)) = done {
                 st.pending_connect = None;
                 wait_used = wait.is_some();
-                let t = &mut out.connects[i];
+                let t = &mut end.connects[i];
                 t.done_ns = done_ns;
                 (t.wait_api, t.wait_call_ns) = (wait.map(|w| w.0), wait.map(|w| w.1));
                 let open = &calls[t.call];
@@ -984,7 +1030,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
         } else {
             None
         };
-        match (c.kind, joined) {
+        let made = match (c.kind, joined) {
             (CallKind::Wait, _) => {
                 st.waited(c);
                 if c.ready & READY_WRITE != 0 && !wait_used && st.write_wait.is_none() {
@@ -994,10 +1040,10 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                         return_ns: c.t_return_ns,
                     });
                 }
+                Made::Nothing
             }
             (CallKind::Recv, Some(Joined::Udp(u))) => {
-                out.reads
-                    .push(udp_read(analysis, &mut udp[u], idx, c, wait, threshold_ns));
+                Made::Read(udp_read(analysis, &mut udp[u], idx, c, wait, threshold_ns))
             }
             (CallKind::Send, Some(Joined::Udp(u))) => {
                 if c.bytes > 0 {
@@ -1006,7 +1052,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                 let found = (c.bytes >= 0)
                     .then(|| udp[u].take(false, c.bytes))
                     .flatten();
-                out.sends.push(
+                Made::Send(
                     SendTiming {
                         flow_id: found.map(|(_, fi)| analysis.flows[fi].id),
                         first_sent_ns: found.map(|(t, _)| t),
@@ -1014,7 +1060,7 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                         ..SendTiming::unjoined(idx, c)
                     }
                     .after_wait(c, write_wait),
-                );
+                )
             }
             (CallKind::Recv, _) if c.tcp => {
                 let mut r = read_blame(analysis, idx, c, joined, wait, &mut st.hints[0]);
@@ -1038,27 +1084,24 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                         let flow = &analysis.flows[flow];
                         r.response_ns = response_time(flow, peer_dir, end, c, &mut st.hints);
                     }
-                    r.request_held = st.request_first_send.take().and_then(|first| {
-                        (first..out.sends.len())
-                            .filter(|&i| out.sends[i].held_by.is_some())
-                            .max_by_key(|&i| out.sends[i].wire_delay_ns)
-                    });
+                    st.request_open = false;
+                    r.request_held = st.request_held.take();
                 }
-                out.reads.push(r);
+                Made::Read(r)
             }
             (CallKind::Send, _) if c.tcp => {
                 if c.bytes > 0 {
                     st.awaiting_request = true;
                     st.last_send_return = c.t_return_ns;
                     st.unanswered_send_end = Some(c.offset as i64 + c.bytes);
-                    st.request_first_send.get_or_insert(out.sends.len());
+                    st.request_open = true;
                 }
-                out.sends.push(
+                Made::Send(
                     tcp_send(analysis, idx, c, joined, threshold_ns, &mut st.hints[1])
                         .after_wait(c, write_wait),
-                );
+                )
             }
-            (CallKind::Recv, _) => out.reads.push(ReadBlame::unjoined(
+            (CallKind::Recv, _) => Made::Read(ReadBlame::unjoined(
                 idx,
                 if c.bytes > 0 {
                     Verdict::NotCaptured
@@ -1066,19 +1109,53 @@ pub fn blame(analysis: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Bl
                     Verdict::NoData
                 },
             )),
-            (CallKind::Send, _) => out
-                .sends
-                .push(SendTiming::unjoined(idx, c).after_wait(c, write_wait)),
-            _ => {}
+            (CallKind::Send, _) => {
+                Made::Send(SendTiming::unjoined(idx, c).after_wait(c, write_wait))
+            }
+            _ => Made::Nothing,
+        };
+        let read = match &made {
+            Made::Read(r) => Some(LastRead {
+                flow_id: r.flow_id,
+                wait: r.wait,
+            }),
+            _ => None,
+        };
+        if let Some(ex) = st.exchange.as_mut().filter(|_| c.tcp) {
+            if let Some(e) = ex.step(analysis, calls, idx, read, threshold_ns) {
+                sink.exchange(calls, &e);
+            }
+        }
+        match made {
+            Made::Read(r) => {
+                end.causality_violations += usize::from(r.causality_violation_ns.is_some());
+                sink.read(calls, &r);
+            }
+            Made::Send(s) => {
+                // The request's sends: keep the one its kernel held longest.
+                if let (true, Some(held_by)) = (st.request_open, s.held_by) {
+                    if st
+                        .request_held
+                        .is_none_or(|h| s.wire_delay_ns >= h.wire_delay_ns)
+                    {
+                        st.request_held = Some(HeldRequest {
+                            call: idx,
+                            wire_delay_ns: s.wire_delay_ns,
+                            held_by,
+                        });
+                    }
+                }
+                sink.send(calls, &s);
+            }
+            Made::Nothing => {}
         }
     }
-    out.causality_violations = out
-        .reads
-        .iter()
-        .filter(|r| r.causality_violation_ns.is_some())
-        .count();
-    out.exchanges = crate::exchange::exchanges(analysis, calls, &out, threshold_ns);
-    out
+    let under_way = streams.into_values().filter_map(|s| s.exchange);
+    for e in crate::exchange::finish_under_way(analysis, calls, under_way, threshold_ns) {
+        sink.exchange(calls, &e);
+    }
+    sink.end(calls, &end);
+    end
 }
 
 /// TCP flows by endpoint pair (both orders), in capture order (a port pair can be reused).

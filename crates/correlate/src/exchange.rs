@@ -5,7 +5,7 @@
 //! waits sliced by timers, extra reads and the reads' own splits cannot hide the peer's time:
 //! the checkpoints below are clamped into one increasing chain, so the parts add up to the whole.
 
-use crate::blame::{Blame, CallKind, ReadBlame, SocketCall, Verdict};
+use crate::blame::{Blame, CallKind, SocketCall, Verdict, WaitWindow};
 use crate::flows::{Analysis, Direction, Flow};
 use crate::request::{name_request, RequestName};
 use crate::timeline::Span;
@@ -83,32 +83,132 @@ impl ExchangeParts {
     }
 }
 
+/// What the exchange's timing needs of the read that took the response's last byte.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LastRead {
+    pub(crate) flow_id: Option<u32>,
+    pub(crate) wait: Option<WaitWindow>,
+}
+
 /// An exchange being collected on one stream.
 #[derive(Debug, Clone, Copy)]
 struct Open {
-    /// The stream's open call (its peer address tells the flow's direction).
-    open_call: usize,
     first_send: usize,
     last_send: usize,
     /// Stream offsets: the request's `[start, end)` in our direction.
     request: (u64, u64),
-    /// The response's `[start, end)` in the peer's, and its last read, once a read returned.
-    response: Option<(u64, u64, usize)>,
+    /// The response's `[start, end)` in the peer's, its last read, and that read's result
+    /// (`None`: one the results lack), once a read returned.
+    response: Option<(u64, u64, usize, Option<LastRead>)>,
 }
 
-/// What one stream of a connection the program made holds while its calls are walked.
-#[derive(Debug)]
-struct Stream {
+/// One stream of a connection the program made, while its calls are walked in order: the
+/// exchange under way. The join (`crate::blame::join`) keeps one per stream and hands each
+/// exchange on as it ends.
+#[derive(Debug, Clone)]
+pub(crate) struct ExchangeStream {
     /// Its open call (its peer address tells the flow's direction).
     open_call: usize,
-    /// The exchange under way.
     under_way: Option<Open>,
     /// Where the last lookups landed in the byte timelines: [ours, the peer's].
     hints: [usize; 2],
 }
 
+impl ExchangeStream {
+    pub(crate) fn new(open_call: usize) -> ExchangeStream {
+        ExchangeStream {
+            open_call,
+            under_way: None,
+            hints: [0; 2],
+        }
+    }
+
+    /// The stream's next call (`idx`, TCP); for a read, what its result says (`read`). Returns
+    /// the exchange a send of a new request ended, when it could be timed.
+    pub(crate) fn step(
+        &mut self,
+        analysis: &Analysis,
+        calls: &[SocketCall],
+        idx: usize,
+        read: Option<LastRead>,
+        threshold_ns: i64,
+    ) -> Option<Exchange> {
+        let c = &calls[idx];
+        if c.bytes <= 0 || c.peek {
+            return None;
+        }
+        let (from, to) = (c.offset, c.offset + c.bytes as u64);
+        match c.kind {
+            CallKind::Send => {
+                let ended = match self.under_way {
+                    Some(ref mut o) if o.response.is_none() => {
+                        // Ranges only grow (a damaged log may carry offsets out of order).
+                        o.request.1 = o.request.1.max(to);
+                        o.last_send = idx;
+                        return None;
+                    }
+                    Some(done) => finish(
+                        analysis,
+                        calls,
+                        self.open_call,
+                        done,
+                        &mut self.hints,
+                        threshold_ns,
+                    ),
+                    None => None,
+                };
+                self.under_way = Some(Open {
+                    first_send: idx,
+                    last_send: idx,
+                    request: (from, to),
+                    response: None,
+                });
+                ended
+            }
+            CallKind::Recv => {
+                if let Some(o) = &mut self.under_way {
+                    o.response = Some(match o.response {
+                        Some((start, end, _, _)) => (start, end.max(to), idx, read),
+                        None => (from, to, idx, read),
+                    });
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Where the exchange under way at the end goes among the others: by its last call, then
+    /// its first send.
+    pub(crate) fn end_order(&self) -> Option<(usize, usize)> {
+        let o = self.under_way?;
+        Some((o.response.map_or(o.last_send, |r| r.2), o.first_send))
+    }
+
+    /// Times the exchange under way when the calls ran out.
+    pub(crate) fn finish(
+        mut self,
+        analysis: &Analysis,
+        calls: &[SocketCall],
+        threshold_ns: i64,
+    ) -> Option<Exchange> {
+        let o = self.under_way?;
+        finish(
+            analysis,
+            calls,
+            self.open_call,
+            o,
+            &mut self.hints,
+            threshold_ns,
+        )
+    }
+}
+
 /// The exchanges of every connection the program made (not accepted ones: a server's view is
 /// the reads' `idle`): each connection's in order; connections interleaved as their calls are.
+///
+/// The batch form of what the join makes as it goes (`crate::blame::join`), from the reads'
+/// results held whole: kept while both exist, so that tests can compare them (issue 19).
 pub fn exchanges(
     analysis: &Analysis,
     calls: &[SocketCall],
@@ -120,7 +220,8 @@ pub fn exchanges(
     for (i, r) in b.reads.iter().enumerate() {
         read_of[r.call] = i as u32;
     }
-    let mut open: std::collections::HashMap<(u32, u64), Stream> = std::collections::HashMap::new();
+    let mut open: std::collections::HashMap<(u32, u64), ExchangeStream> =
+        std::collections::HashMap::new();
     let mut out = Vec::new();
     for (idx, c) in calls.iter().enumerate() {
         if !c.tcp {
@@ -129,89 +230,42 @@ pub fn exchanges(
         if c.kind == CallKind::Open {
             // Accepted connections are served, not asked: no exchanges.
             if !c.api.accepts() {
-                let stream = Stream {
-                    open_call: idx,
-                    under_way: None,
-                    hints: [0; 2],
-                };
-                open.insert((c.pid, c.stream), stream);
+                open.insert((c.pid, c.stream), ExchangeStream::new(idx));
             }
             continue;
         }
-        let Some(Stream {
-            open_call,
-            under_way: slot,
-            hints,
-        }) = open.get_mut(&(c.pid, c.stream))
-        else {
+        let Some(stream) = open.get_mut(&(c.pid, c.stream)) else {
             continue;
         };
-        if c.bytes <= 0 || c.peek {
-            continue;
-        }
-        let (from, to) = (c.offset, c.offset + c.bytes as u64);
-        match c.kind {
-            CallKind::Send => {
-                match slot {
-                    Some(o) if o.response.is_none() => {
-                        // Ranges only grow (a damaged log may carry offsets out of order).
-                        o.request.1 = o.request.1.max(to);
-                        o.last_send = idx;
-                        continue;
-                    }
-                    Some(o) => {
-                        let done = *o;
-                        out.extend(finish(
-                            analysis,
-                            calls,
-                            b,
-                            &read_of,
-                            done,
-                            hints,
-                            threshold_ns,
-                        ));
-                    }
-                    None => {}
-                }
-                *slot = Some(Open {
-                    open_call: *open_call,
-                    first_send: idx,
-                    last_send: idx,
-                    request: (from, to),
-                    response: None,
-                });
-            }
-            CallKind::Recv => {
-                if let Some(o) = slot {
-                    o.response = Some(match o.response {
-                        Some((start, end, _)) => (start, end.max(to), idx),
-                        None => (from, to, idx),
-                    });
-                }
-            }
-            _ => {}
-        }
+        let read = b.reads.get(read_of[idx] as usize).map(|r| LastRead {
+            flow_id: r.flow_id,
+            wait: r.wait,
+        });
+        out.extend(stream.step(analysis, calls, idx, read, threshold_ns));
     }
-    // The exchanges still under way at the end, in the order of their last calls (not the
-    // map's, which is seeded at random: the tables must not change from one analysis to the
-    // next).
-    let mut last: Vec<(Open, [usize; 2])> = open
-        .into_values()
-        .filter_map(|s| Some((s.under_way?, s.hints)))
-        .collect();
-    last.sort_by_key(|(o, _)| (o.response.map_or(o.last_send, |r| r.2), o.first_send));
-    for (o, mut hints) in last {
-        out.extend(finish(
-            analysis,
-            calls,
-            b,
-            &read_of,
-            o,
-            &mut hints,
-            threshold_ns,
-        ));
-    }
+    out.extend(finish_under_way(
+        analysis,
+        calls,
+        open.into_values(),
+        threshold_ns,
+    ));
     out
+}
+
+/// The exchanges still under way at the end, in the order of their last calls (not the map's,
+/// which is seeded at random: the tables must not change from one analysis to the next).
+pub(crate) fn finish_under_way(
+    analysis: &Analysis,
+    calls: &[SocketCall],
+    streams: impl Iterator<Item = ExchangeStream>,
+    threshold_ns: i64,
+) -> Vec<Exchange> {
+    let mut last: Vec<((usize, usize), ExchangeStream)> =
+        streams.filter_map(|s| Some((s.end_order()?, s))).collect();
+    last.sort_by_key(|(order, _)| *order);
+    last.into_iter()
+        .filter_map(|(_, s)| s.finish(analysis, calls, threshold_ns))
+        .collect()
 }
 
 /// The span of `dir` holding stream byte `offset` (position `offset + 1`); `hint` is where the
@@ -246,19 +300,18 @@ pub(crate) fn held_within(holds: &[(i64, i64)], from: i64, to: i64) -> i64 {
 fn finish(
     analysis: &Analysis,
     calls: &[SocketCall],
-    b: &Blame,
-    read_of: &[u32],
+    open_call: usize,
     o: Open,
     hints: &mut [usize; 2],
     threshold_ns: i64,
 ) -> Option<Exchange> {
-    let (resp_from, resp_to, last_read) = o.response?;
-    let read: &ReadBlame = b.reads.get(*read_of.get(last_read)? as usize)?;
+    let (resp_from, resp_to, last_read, read) = o.response?;
+    let read = read?;
     let flow: &Flow = analysis
         .flows
         .get((read.flow_id? as usize).checked_sub(1)?)?;
     let first = &calls[o.first_send];
-    let peer_dir = crate::blame::peer_direction(flow, calls[o.open_call].peer()?);
+    let peer_dir = crate::blame::peer_direction(flow, calls[open_call].peer()?);
     let (ours, theirs) = (&flow.dirs[1 - peer_dir], &flow.dirs[peer_dir]);
     let exact = first.seq.is_some() && calls[last_read].seq.is_some();
     if (ours.isn.is_none() || theirs.isn.is_none()) && !exact {
@@ -324,7 +377,7 @@ fn finish(
         .and_then(|i| name_request(ours.turn_heads[i].bytes()));
     Some(Exchange {
         flow_id: flow.id,
-        open_call: o.open_call,
+        open_call,
         first_send: o.first_send,
         last_read,
         request_bytes: o.request.1 - o.request.0,

@@ -10,6 +10,7 @@ pub mod blame;
 pub mod decode;
 pub mod exchange;
 pub mod flows;
+pub mod join;
 pub mod request;
 pub mod seq;
 pub mod suite;
@@ -17,8 +18,8 @@ pub mod summary;
 pub mod timeline;
 
 pub use blame::{
-    align_kernel_seqs, blame, peer_direction, Api, Blame, CallKind, ConnectTiming, HeldBy,
-    HeldWrite, ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict, WaitWindow,
+    align_kernel_seqs, blame, join, peer_direction, Api, Blame, CallKind, ConnectTiming, HeldBy,
+    HeldRequest, HeldWrite, ReadBlame, ReadTiming, SendTiming, SocketCall, Verdict, WaitWindow,
 };
 pub use decode::{decode_frame, DecodeError, Segment, TcpHeader, Transport};
 pub use exchange::{exchanges, Exchange, ExchangeParts};
@@ -26,10 +27,13 @@ pub use flows::{
     Analysis, Analyzer, AnalyzerConfig, CaptureQuality, Direction, DirectionStats, Endpoint, Flow,
     PacketClass, PacketRecord, Protocol, TurnHead,
 };
+pub use join::{replay, JoinEnd, JoinSink};
 pub use request::{name_request, AppProtocol, RequestName};
 pub use seq::{SeqNumber, SeqUnwrapper};
-pub use suite::{test_rows, Cause, Measure, Outcome, Phase, RunDiff, TestPhase, TestRow};
-pub use summary::{split_test, RunSummary, Totals};
+pub use suite::{
+    test_rows, Cause, Measure, Outcome, Phase, RunDiff, TestActivity, TestPhase, TestRow,
+};
+pub use summary::{split_test, RunSummary, SummarySink, Totals};
 pub use timeline::{ByteTimeline, RangeTimes, Span, TxOutcome};
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::blame::{Blame, SocketCall, Verdict};
+use crate::blame::{ConnectTiming, ReadBlame, SocketCall, Verdict};
+use crate::exchange::Exchange;
 use crate::summary::{split_test, Totals};
 
 /// A phase of a pytest test (pytest's `when`).
@@ -152,7 +153,7 @@ fn phase_rank(phase: Option<&str>) -> (u8, Option<&str>) {
 
 /// The intervals of one tag's calls, and which tag the last call had (consecutive calls mostly
 /// share one).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Intervals<'a> {
     index: HashMap<&'a str, usize>,
     spans: Vec<Vec<(i64, i64)>>,
@@ -172,7 +173,51 @@ impl<'a> Intervals<'a> {
             }),
         };
         self.last = Some((tag, i));
-        self.spans[i].push((from, to.max(from)));
+        let (from, to) = (from, to.max(from));
+        // A call that overlaps or touches the tag's last interval extends it: calls come
+        // mostly in time order, so a tag's calls made one after another keep one interval
+        // (the union, which is all `covered` measures, is the same).
+        match self.spans[i].last_mut() {
+            Some(last) if from <= last.1 && to >= last.0 => {
+                *last = (last.0.min(from), last.1.max(to));
+            }
+            _ => self.spans[i].push((from, to)),
+        }
+    }
+}
+
+/// What the test rows need of the joined calls, taken as the join makes them: each tag's time
+/// in socket calls (as intervals) and its requests per peer.
+#[derive(Debug, Default)]
+pub struct TestActivity<'a> {
+    spans: Intervals<'a>,
+    peers: HashMap<&'a str, HashMap<SocketAddr, u64>>,
+}
+
+impl<'a> TestActivity<'a> {
+    pub(crate) fn read(&mut self, c: &'a SocketCall, r: &ReadBlame) {
+        // A server's idle read waited on its client, not on the test.
+        if r.verdict != Verdict::Idle {
+            self.spans
+                .add(c, r.wait.map_or(c.t_call_ns, |w| w.call_ns), c.t_return_ns);
+        }
+    }
+
+    pub(crate) fn send(&mut self, c: &'a SocketCall) {
+        self.spans.add(c, c.t_call_ns, c.t_return_ns);
+    }
+
+    pub(crate) fn connect(&mut self, c: &'a SocketCall, t: &ConnectTiming) {
+        self.spans.add(c, c.t_call_ns, t.done_ns);
+    }
+
+    pub(crate) fn exchange(&mut self, calls: &'a [SocketCall], e: &Exchange) {
+        if let (Some(tag), Some(peer)) = (
+            calls[e.first_send].test.as_deref(),
+            calls[e.open_call].peer(),
+        ) {
+            *self.peers.entry(tag).or_default().entry(peer).or_default() += 1;
+        }
     }
 }
 
@@ -195,8 +240,7 @@ fn covered(spans: &mut [(i64, i64)], lo: i64, hi: i64) -> i64 {
 /// The rows of a run: every recorded phase and every tag its calls carry, by test name and
 /// phase order. `by_test` is `summary::Summaries::by_test` of the same calls.
 pub fn test_rows<'a>(
-    calls: &'a [SocketCall],
-    blame: &Blame,
+    activity: TestActivity<'a>,
     by_test: &std::collections::BTreeMap<(&'a str, Option<&'a str>), Totals>,
     phases: &'a [TestPhase],
 ) -> Vec<TestRow<'a>> {
@@ -233,32 +277,7 @@ pub fn test_rows<'a>(
             },
         });
     }
-    // Time in socket calls, by tag.
-    let mut spans = Intervals::default();
-    for r in &blame.reads {
-        if r.verdict == Verdict::Idle {
-            continue;
-        }
-        let c = &calls[r.call];
-        spans.add(c, r.wait.map_or(c.t_call_ns, |w| w.call_ns), c.t_return_ns);
-    }
-    for s in &blame.sends {
-        let c = &calls[s.call];
-        spans.add(c, c.t_call_ns, c.t_return_ns);
-    }
-    for t in &blame.connects {
-        let c = &calls[t.call];
-        spans.add(c, c.t_call_ns, t.done_ns);
-    }
-    let mut peers: HashMap<&str, HashMap<SocketAddr, u64>> = HashMap::new();
-    for e in &blame.exchanges {
-        if let (Some(tag), Some(peer)) = (
-            calls[e.first_send].test.as_deref(),
-            calls[e.open_call].peer(),
-        ) {
-            *peers.entry(tag).or_default().entry(peer).or_default() += 1;
-        }
-    }
+    let TestActivity { mut spans, peers } = activity;
     // Tags to rows ("test (phase)" -> (test, phase)); a phase's tag may be missing.
     for (tag, i) in &spans.index {
         if let (Some(test), phase) = split_test(Some(tag)) {

@@ -209,7 +209,7 @@ impl Totals {
 
 /// Sums by whole tag: a hash of the string, and nothing at all while consecutive calls share
 /// one tag (the common case).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct TagSums<'a> {
     index: HashMap<&'a str, usize>,
     sums: Vec<(&'a str, Totals)>,
@@ -233,7 +233,7 @@ impl<'a> TagSums<'a> {
 
 /// Sums by capture flow, kept for a run of calls on one flow before the map is touched:
 /// consecutive calls are mostly on one connection.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct FlowSums {
     map: BTreeMap<Option<u32>, Totals>,
     run: Option<(Option<u32>, Totals)>,
@@ -278,68 +278,108 @@ pub struct RunSummary<'a> {
 }
 
 impl<'a> RunSummary<'a> {
-    /// Sums the joined calls and makes the test rows (with pytest's phases, if recorded).
+    /// Sums joined calls held whole and makes the test rows (with pytest's phases, if
+    /// recorded): `SummarySink` fed by `crate::join::replay`.
     pub fn new(
         calls: &'a [SocketCall],
         blame: &Blame,
         phases: &'a [crate::suite::TestPhase],
     ) -> RunSummary<'a> {
-        let sums = summarize(calls, blame);
-        let tests = crate::suite::test_rows(calls, blame, &sums.by_test, phases);
-        RunSummary { sums, tests }
+        let mut sink = SummarySink::default();
+        crate::join::replay(calls, blame, &mut sink);
+        sink.finish(phases)
     }
 }
 
-/// The three sums in one pass over the joined calls (a run holds millions: each pass costs
-/// a walk through all of them).
-pub fn summarize<'a>(calls: &'a [SocketCall], blame: &Blame) -> Summaries<'a> {
-    let mut overall = Totals::default();
-    let mut tests = TagSums::default();
-    let mut flows = FlowSums::default();
-    for r in &blame.reads {
+/// The three sums (of every call, per test, per connection) and what the test rows need, fed
+/// by the join as it goes. Its size follows the tests and connections, not the calls.
+#[derive(Debug, Default)]
+pub struct SummarySink<'a> {
+    overall: Totals,
+    tests: TagSums<'a>,
+    flows: FlowSums,
+    activity: crate::suite::TestActivity<'a>,
+}
+
+impl<'a> crate::join::JoinSink<'a> for SummarySink<'a> {
+    fn read(&mut self, calls: &'a [SocketCall], r: &ReadBlame) {
         let c = &calls[r.call];
-        overall.add_read(c, r);
-        flows.slot(r.flow_id).add_read(c, r);
-        if let Some(t) = tests.slot(c) {
+        self.overall.add_read(c, r);
+        self.flows.slot(r.flow_id).add_read(c, r);
+        if let Some(t) = self.tests.slot(c) {
             t.add_read(c, r);
         }
+        self.activity.read(c, r);
     }
-    for s in &blame.sends {
+
+    fn send(&mut self, calls: &'a [SocketCall], s: &crate::blame::SendTiming) {
         let c = &calls[s.call];
-        overall.add_send(c);
-        flows.slot(s.flow_id).add_send(c);
-        if let Some(t) = tests.slot(c) {
+        self.overall.add_send(c);
+        self.flows.slot(s.flow_id).add_send(c);
+        if let Some(t) = self.tests.slot(c) {
             t.add_send(c);
         }
+        self.activity.send(c);
     }
-    for t in &blame.connects {
-        let c = &calls[t.call];
-        overall.add_connect(c, t);
-        flows.slot(t.flow_id).add_connect(c, t);
-        if let Some(sum) = tests.slot(c) {
-            sum.add_connect(c, t);
-        }
-    }
-    for e in &blame.exchanges {
+
+    fn exchange(&mut self, calls: &'a [SocketCall], e: &crate::exchange::Exchange) {
         let c = &calls[e.first_send];
-        overall.add_exchange(e);
-        flows.slot(Some(e.flow_id)).add_exchange(e);
-        if let Some(sum) = tests.slot(c) {
+        self.overall.add_exchange(e);
+        self.flows.slot(Some(e.flow_id)).add_exchange(e);
+        if let Some(sum) = self.tests.slot(c) {
             sum.add_exchange(e);
         }
+        self.activity.exchange(calls, e);
     }
-    // Split the few distinct tags into test and phase, and order them.
-    let mut by_test: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
-    for (tag, t) in tests.sums {
-        if let (Some(test), phase) = split_test(Some(tag)) {
-            by_test.entry((test, phase)).or_default().merge(t);
+
+    fn end(&mut self, calls: &'a [SocketCall], end: &crate::join::JoinEnd) {
+        for t in &end.connects {
+            let c = &calls[t.call];
+            self.overall.add_connect(c, t);
+            self.flows.slot(t.flow_id).add_connect(c, t);
+            if let Some(sum) = self.tests.slot(c) {
+                sum.add_connect(c, t);
+            }
+            self.activity.connect(c, t);
         }
     }
-    Summaries {
-        overall,
-        by_test,
-        by_flow: flows.finish(),
+}
+
+impl<'a> SummarySink<'a> {
+    /// The sums alone.
+    pub fn sums(self) -> Summaries<'a> {
+        self.split().0
     }
+
+    /// The sums and the test rows (with pytest's phases, if recorded).
+    pub fn finish(self, phases: &'a [crate::suite::TestPhase]) -> RunSummary<'a> {
+        let (sums, activity) = self.split();
+        let tests = crate::suite::test_rows(activity, &sums.by_test, phases);
+        RunSummary { sums, tests }
+    }
+
+    fn split(self) -> (Summaries<'a>, crate::suite::TestActivity<'a>) {
+        // Split the few distinct tags into test and phase, and order them.
+        let mut by_test: BTreeMap<(&str, Option<&str>), Totals> = BTreeMap::new();
+        for (tag, t) in self.tests.sums {
+            if let (Some(test), phase) = split_test(Some(tag)) {
+                by_test.entry((test, phase)).or_default().merge(t);
+            }
+        }
+        let sums = Summaries {
+            overall: self.overall,
+            by_test,
+            by_flow: self.flows.finish(),
+        };
+        (sums, self.activity)
+    }
+}
+
+/// The three sums of joined calls held whole.
+pub fn summarize<'a>(calls: &'a [SocketCall], blame: &Blame) -> Summaries<'a> {
+    let mut sink = SummarySink::default();
+    crate::join::replay(calls, blame, &mut sink);
+    sink.sums()
 }
 
 #[cfg(test)]

@@ -545,8 +545,20 @@ mod prop {
 /// The join of socket calls with the capture (blame.rs), on traces built packet by packet.
 mod join {
     use super::*;
-    use crate::blame::{blame, Api, CallKind, HeldBy, SocketCall, Verdict};
+    use crate::blame::{Api, Blame, CallKind, HeldBy, SocketCall, Verdict};
     use std::net::SocketAddr;
+
+    /// The join, checked against the batch forms it replaced while both exist (issue 19): its
+    /// exchanges, made as it goes, equal the pass over the reads held whole.
+    fn blame(a: &Analysis, calls: &[SocketCall], threshold_ns: i64) -> Blame {
+        let b = crate::blame::blame(a, calls, threshold_ns);
+        let batch = crate::exchange::exchanges(a, calls, &b, threshold_ns);
+        assert_eq!(
+            b.exchanges, batch,
+            "the join's exchanges are the batch pass's"
+        );
+        b
+    }
 
     const MS: i64 = 1_000_000;
     /// The Trace clock: packet n (from 1) is captured at T0 + n ms.
@@ -755,6 +767,41 @@ mod join {
         let b = blame(&a, &calls, MS);
         assert_eq!(b.sends[1].wire_delay_ns, Some(1_800_000));
         assert_eq!(b.sends[1].held_by, Some(HeldBy::Nagle));
+    }
+
+    #[test]
+    fn a_read_names_its_own_connections_held_request_not_anothers() {
+        let mut t = Trace::new();
+        t.handshake()
+            .pkt(true, 1001, 5001, F::ACK | F::PSH, 10) // 4 ms: first write
+            .pkt(false, 5001, 1011, F::ACK, 0) // 5 ms: its ACK
+            .pkt(true, 1011, 5001, F::ACK | F::PSH, 10) // 6 ms: second write, held until now
+            .pkt(false, 5001, 1021, F::ACK | F::PSH, 100); // 7 ms: the answer
+        let a = t.done();
+        // Another connection (not in the capture) that sent a request before ours was held.
+        let other = |mut c: SocketCall| {
+            (c.stream, c.fd) = (2, 4);
+            c
+        };
+        let mut other_open = open_a(true, "10.0.0.1:40001", "10.0.0.9:80");
+        (other_open.stream, other_open.fd) = (2, 4);
+        let calls = [
+            tcp_open(),
+            other_open,
+            other(call(CallKind::Send, T0 + 3_800_000, T0 + 3_850_000, 5, 0)),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 3_950_000, 10, 0),
+            call(CallKind::Send, T0 + 4_100_000, T0 + 4_200_000, 10, 10),
+            other(call(CallKind::Recv, T0 + 4_300_000, T0 + 6_500_000, 5, 0)),
+            call(CallKind::Recv, T0 + 4_300_000, T0 + 7_010_000, 100, 0),
+        ];
+        let b = blame(&a, &calls, MS);
+        assert_eq!(b.sends[2].held_by, Some(HeldBy::Nagle));
+        let (theirs, ours) = (&b.reads[0], &b.reads[1]);
+        assert_eq!(theirs.request_held, None, "another connection's send");
+        let held = ours.request_held.expect("our request was held");
+        assert_eq!(held.call, 4);
+        assert_eq!(held.held_by, HeldBy::Nagle);
+        assert_eq!(held.wire_delay_ns, Some(1_800_000));
     }
 
     #[test]

@@ -56,13 +56,8 @@ fn call_columns(calls: &[SocketCall], rows: Vec<(usize, Option<u32>)>) -> Vec<Co
     ]
 }
 
-/// Rows `r` of the `reads` table: one row per read call, joined to the capture (`sends`: all
-/// of the join's sends, which a read's request refers to).
-pub fn reads_frame(
-    calls: &[SocketCall],
-    r: &[ReadBlame],
-    sends: &[SendTiming],
-) -> Result<DataFrame, ExportError> {
+/// Rows `r` of the `reads` table: one row per read call, joined to the capture.
+pub fn reads_frame(calls: &[SocketCall], r: &[ReadBlame]) -> Result<DataFrame, ExportError> {
     let mut columns = call_columns(calls, r.iter().map(|b| (b.call, b.flow_id)).collect());
     columns.extend([
         col!(
@@ -129,16 +124,13 @@ pub fn reads_frame(
         col!(
             "request_held_by",
             Option<&str>,
-            r.iter().map(|b| b
-                .request_held
-                .and_then(|i| sends[i].held_by)
-                .map(|h| h.as_str()))
+            r.iter().map(|b| b.request_held.map(|h| h.held_by.as_str()))
         ),
         col!(
             "request_wire_delay_ns",
             Option<i64>,
             r.iter()
-                .map(|b| b.request_held.and_then(|i| sends[i].wire_delay_ns))
+                .map(|b| b.request_held.and_then(|h| h.wire_delay_ns))
         ),
         col!("verdict", &str, r.iter().map(|b| b.verdict.as_str())),
     ]);

@@ -13,7 +13,7 @@ use std::io::{self, Cursor};
 use std::path::Path;
 
 use netblame_capture::CaptureReader;
-use netblame_correlate::{blame, Analysis, Analyzer, AnalyzerConfig};
+use netblame_correlate::{Analysis, Analyzer, AnalyzerConfig};
 use netblame_instrument::record::MAGIC;
 
 /// A fuzz target: the input bytes in, nothing out; a panic is a failure.
@@ -90,7 +90,6 @@ pub fn analyze(data: &[u8]) {
     };
     let mut calls = netblame_report::socket_calls(contents.events);
     netblame_correlate::align_kernel_seqs(&analysis, &mut calls.calls);
-    let result = blame(&analysis, &calls.calls, 1_000_000);
     let caveats = netblame_report::Caveats {
         lost: &contents.lost,
         rejected_events: calls.rejected,
@@ -98,16 +97,36 @@ pub fn analyze(data: &[u8]) {
         recorders: &calls.recorders,
     };
     let phases = phases_of(&calls.calls);
-    let summary = netblame_correlate::RunSummary::new(&calls.calls, &result, &phases);
-    let _ = netblame_report::write_text(
-        &mut io::sink(),
-        &analysis,
-        &calls.calls,
-        &result,
-        1.0,
-        &summary,
-        &caveats,
+    let joined = netblame_report::join_run(&analysis, &calls.calls, &phases, 1_000_000, true);
+    let result = joined.all.expect("kept");
+    // The streaming path equals the batch one while both exist (issue 19): the exchanges made
+    // as the join goes, and the report from sums and lists kept as it goes.
+    let batch = netblame_correlate::exchanges(&analysis, &calls.calls, &result, 1_000_000);
+    assert_eq!(
+        result.exchanges, batch,
+        "the join's exchanges are the batch pass's"
     );
+    let text = |summary: &netblame_correlate::RunSummary, lists| {
+        let mut out = Vec::new();
+        netblame_report::write_text(
+            &mut out,
+            &analysis,
+            &calls.calls,
+            lists,
+            1.0,
+            summary,
+            &caveats,
+        )
+        .expect("a Vec takes every write");
+        out
+    };
+    let streamed = text(&joined.summary, &joined.lists);
+    let summary = netblame_correlate::RunSummary::new(&calls.calls, &result, &phases);
+    let replayed = text(
+        &summary,
+        &netblame_report::lists::ReportLists::of(&calls.calls, &result),
+    );
+    assert!(streamed == replayed, "the streamed report is the batch one");
     renders(
         capture,
         &analysis,

@@ -40,19 +40,14 @@ pub fn has_data(r: &ReadBlame) -> bool {
     !matches!(r.verdict, Verdict::NoData | Verdict::Idle)
 }
 
-/// The `k` costliest reads that returned data (indices into `Blame::reads`), costliest first.
+/// The `k` costliest reads that returned data (indices into `Blame::reads`), costliest first,
+/// the earlier of equals first (as `crate::lists::ReportLists` keeps them).
 pub fn slowest(calls: &[SocketCall], b: &Blame, k: usize) -> Vec<usize> {
-    let mut slow: Vec<usize> = (0..b.reads.len())
-        .filter(|&i| has_data(&b.reads[i]))
-        .collect();
-    let cost = |&i: &usize| std::cmp::Reverse(read_cost(calls, &b.reads[i]));
-    let top = slow.len().min(k);
-    if top > 0 && top < slow.len() {
-        slow.select_nth_unstable_by_key(top - 1, cost);
+    let mut top = crate::lists::TopK::new(k);
+    for (i, r) in b.reads.iter().enumerate().filter(|(_, r)| has_data(r)) {
+        top.offer(read_cost(calls, r), i as u64, || i);
     }
-    slow.truncate(top);
-    slow.sort_by_key(cost);
-    slow
+    top.into_sorted()
 }
 
 /// The reads shown in detail: the slowest, then the other reads whose verdict is not `ok`,

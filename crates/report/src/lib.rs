@@ -11,18 +11,60 @@ pub mod detail;
 pub mod diff;
 pub mod fmt;
 pub mod html;
+pub mod lists;
 pub mod pass;
 pub mod perfetto;
 
 use std::io::{self, Write};
 
 use netblame_correlate::{
-    summary, Api, Blame, CallKind, HeldWrite, Outcome, Phase, ReadBlame, RunSummary, SocketCall,
-    TestPhase, TestRow, Totals, Verdict,
+    summary, Api, Blame, CallKind, HeldWrite, Outcome, Phase, RunSummary, SocketCall, TestPhase,
+    TestRow, Totals, Verdict,
 };
 use netblame_instrument::{Call, Event, Kind, LostCalls, PhaseLog, Proto, Recorder};
 
 use crate::fmt::{bytes as fmt_bytes, duration};
+
+/// A run joined (`netblame_correlate::join`, one pass over the calls): the sums and test rows
+/// and the report's lists always; every result held only when asked for (the pictures and the
+/// tables need them all).
+#[derive(Debug)]
+pub struct Joined<'a> {
+    pub summary: RunSummary<'a>,
+    pub lists: lists::Lists,
+    pub all: Option<Blame>,
+}
+
+/// Joins a run's calls to its capture and feeds the results to the sums and the report's lists
+/// (and, with `keep_all`, to a `Blame` holding them all).
+pub fn join_run<'a>(
+    analysis: &netblame_correlate::Analysis,
+    calls: &'a [SocketCall],
+    phases: &'a [TestPhase],
+    threshold_ns: i64,
+    keep_all: bool,
+) -> Joined<'a> {
+    let mut sums = netblame_correlate::SummarySink::default();
+    let mut lists = lists::ReportLists::default();
+    let mut all = keep_all.then(|| {
+        let count = |kind| calls.iter().filter(|c| c.kind == kind).count();
+        let mut b = Blame::default();
+        b.reads.reserve_exact(count(CallKind::Recv));
+        b.sends.reserve_exact(count(CallKind::Send));
+        b
+    });
+    netblame_correlate::join(
+        analysis,
+        calls,
+        threshold_ns,
+        &mut (&mut sums, &mut lists, &mut all),
+    );
+    Joined {
+        summary: sums.finish(phases),
+        lists: lists.finish(),
+        all,
+    }
+}
 
 /// The recorded events as the correlator takes them, and how many were left out.
 #[derive(Debug, Default)]
@@ -401,11 +443,12 @@ pub fn write_text(
     out: &mut impl Write,
     analysis: &netblame_correlate::Analysis,
     calls: &[SocketCall],
-    b: &Blame,
+    lists: &lists::Lists,
     threshold_ms: f64,
     summary: &RunSummary,
     caveats: &Caveats,
 ) -> io::Result<()> {
+    let end = &lists.end;
     let (sums, tests) = (&summary.sums, &summary.tests);
     let all = &sums.overall;
     writeln!(
@@ -415,7 +458,7 @@ pub fn write_text(
         fmt_bytes(all.read_bytes),
         all.sends,
         fmt_bytes(all.send_bytes),
-        b.exchanges.len()
+        lists.exchanges
     )?;
     let whole = all.blamed_ns();
     writeln!(
@@ -459,10 +502,10 @@ pub fn write_text(
             duration(all.idle_ns)
         )?;
     }
-    slowest_requests(out, calls, b)?;
-    slowest_reads(out, calls, b)?;
-    slow_connects(out, calls, b)?;
-    held_sends(out, calls, b, threshold_ms)?;
+    slowest_requests(out, calls, lists)?;
+    slowest_reads(out, calls, lists)?;
+    slow_connects(out, calls, &end.connects)?;
+    held_sends(out, calls, lists, threshold_ms)?;
 
     per_test(out, tests)?;
     writeln!(out, "\nper connection (most time lost first):")?;
@@ -487,36 +530,36 @@ pub fn write_text(
         "connections",
         "reads",
     )?;
-    if !b.unmatched_streams.is_empty() {
+    if !end.unmatched_streams.is_empty() {
         writeln!(
             out,
             "\n{} connections recorded by the program are not in the capture:",
-            b.unmatched_streams.len()
+            end.unmatched_streams.len()
         )?;
-        for (pid, _, local, peer) in b.unmatched_streams.iter().take(10) {
+        for (pid, _, local, peer) in end.unmatched_streams.iter().take(10) {
             let show = |a: &Option<std::net::SocketAddr>| a.map_or("?".into(), |a| a.to_string());
             writeln!(out, "  pid {pid}: {} -> {}", show(local), show(peer))?;
         }
     }
-    if !b.unmatched_flows.is_empty() {
+    if !end.unmatched_flows.is_empty() {
         writeln!(
             out,
             "\n{} connections in the capture have no recorded socket calls (programs the interposer \
              cannot see: static or Go binaries, processes started without it):",
-            b.unmatched_flows.len()
+            end.unmatched_flows.len()
         )?;
-        for &id in b.unmatched_flows.iter().take(MAX_LISTED) {
+        for &id in end.unmatched_flows.iter().take(MAX_LISTED) {
             let f = &analysis.flows[id as usize - 1];
             let [a, z] = f
                 .endpoints
                 .map(|e| std::net::SocketAddr::new(e.addr, e.port));
             writeln!(out, "  flow {id} {} {a} <-> {z}", f.protocol.as_str())?;
         }
-        if b.unmatched_flows.len() > MAX_LISTED {
+        if end.unmatched_flows.len() > MAX_LISTED {
             writeln!(
                 out,
                 "  ... and {} more (tables/flows.csv)",
-                b.unmatched_flows.len() - MAX_LISTED
+                end.unmatched_flows.len() - MAX_LISTED
             )?;
         }
     }
@@ -538,20 +581,15 @@ pub fn write_text(
             caveats.rejected_phases
         )?;
     }
-    if b.causality_violations > 0 {
+    if end.causality_violations > 0 {
         // The timing model: the largest violation is a lower bound on the clocks' offset.
-        let worst = b
-            .reads
-            .iter()
-            .filter_map(|r| r.causality_violation_ns)
-            .max()
-            .unwrap_or(0);
+        let worst = lists.worst_causality_ns;
         writeln!(
             out,
             "\nwarning: {} reads returned bytes more than 100 µs before they were captured (up to {}): \
              clock skew between the capture and the program (the capture's clock is at least {} ahead), \
              or a join error",
-            b.causality_violations,
+            end.causality_violations,
             duration(worst),
             duration(worst)
         )?;
@@ -611,11 +649,12 @@ fn lost_calls(out: &mut impl Write, lost: &[LostCalls]) -> io::Result<()> {
 
 /// The ten reads that cost the program most (time in the call plus time the data waited for
 /// it), with their breakdown and the packets behind them.
-fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-    let slow: Vec<&ReadBlame> = detail::slowest(calls, b, 10)
-        .into_iter()
-        .map(|i| &b.reads[i])
-        .collect();
+fn slowest_reads(
+    out: &mut impl Write,
+    calls: &[SocketCall],
+    lists: &lists::Lists,
+) -> io::Result<()> {
+    let slow = &lists.slow_reads;
     if slow.is_empty() {
         return Ok(());
     }
@@ -663,11 +702,11 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
         if let Some(resp) = r.response_ns {
             packets += &format!("; the peer answered {} after the request", duration(resp));
         }
-        if let Some(held) = r.request_held.map(|i| &b.sends[i]) {
+        if let Some(held) = r.request_held {
             packets += &format!(
                 "; the request waited {} in this host's kernel ({})",
                 duration(held.wire_delay_ns.unwrap_or(0)),
-                held.held_by.map_or("-", |h| h.as_str())
+                held.held_by.as_str()
             );
         }
         if let Some(held) = r.stall_held {
@@ -697,17 +736,21 @@ fn slowest_reads(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
 }
 
 /// The exchanges that took longest, with where their time went (timed from the capture).
-fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-    if b.exchanges.is_empty() {
+fn slowest_requests(
+    out: &mut impl Write,
+    calls: &[SocketCall],
+    lists: &lists::Lists,
+) -> io::Result<()> {
+    if lists.exchanges == 0 {
         return Ok(());
     }
-    let slow = slowest_exchanges(b, MAX_LISTED);
+    let slow = &lists.slow_exchanges;
     writeln!(
         out,
         "\nslowest requests (from the request's first send to the read of the answer's last byte, \
          timed from the capture):"
     )?;
-    for e in &slow {
+    for e in slow {
         let c = &calls[e.first_send];
         let peer = calls[e.open_call]
             .peer()
@@ -749,32 +792,33 @@ fn slowest_requests(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io
             duration(p.wakeup_ns),
         )?;
     }
-    if b.exchanges.len() > slow.len() {
+    if lists.exchanges > slow.len() as u64 {
         writeln!(
             out,
             "  ... and {} more (tables/exchanges.csv)",
-            b.exchanges.len() - slow.len()
+            lists.exchanges - slow.len() as u64
         )?;
     }
     Ok(())
 }
 
-/// The `n` exchanges that took longest, longest first (a selection, not a sort of them all).
+/// The `n` exchanges that took longest, longest first, the earlier of equals first (as
+/// `lists::ReportLists` keeps them).
 pub fn slowest_exchanges(b: &Blame, n: usize) -> Vec<&netblame_correlate::Exchange> {
-    let mut all: Vec<_> = b.exchanges.iter().collect();
-    let total = |e: &&netblame_correlate::Exchange| std::cmp::Reverse(e.end_ns - e.start_ns);
-    if all.len() > n {
-        all.select_nth_unstable_by_key(n, total);
-        all.truncate(n);
+    let mut top = lists::TopK::new(n);
+    for (i, e) in b.exchanges.iter().enumerate() {
+        top.offer(e.end_ns - e.start_ns, i as u64, || e);
     }
-    all.sort_by_key(total);
-    all
+    top.into_sorted()
 }
 
 /// Connects whose verdict is not `ok` (slow, refused, not captured), slowest first.
-fn slow_connects(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::Result<()> {
-    let mut slow: Vec<_> = b
-        .connects
+fn slow_connects(
+    out: &mut impl Write,
+    calls: &[SocketCall],
+    connects: &[netblame_correlate::ConnectTiming],
+) -> io::Result<()> {
+    let mut slow: Vec<_> = connects
         .iter()
         .filter(|t| t.verdict != Verdict::Ok)
         .collect();
@@ -823,22 +867,20 @@ fn slow_connects(out: &mut impl Write, calls: &[SocketCall], b: &Blame) -> io::R
 fn held_sends(
     out: &mut impl Write,
     calls: &[SocketCall],
-    b: &Blame,
+    lists: &lists::Lists,
     threshold_ms: f64,
 ) -> io::Result<()> {
-    let blocked: i64 = b.sends.iter().map(|s| s.send_blocked_ns).sum();
-    let mut held: Vec<_> = b.sends.iter().filter(|s| s.held_by.is_some()).collect();
-    if held.is_empty() && blocked < (threshold_ms * 1e6) as i64 {
+    let blocked = lists.send_blocked_ns;
+    if lists.held_send_count == 0 && blocked < (threshold_ms * 1e6) as i64 {
         return Ok(());
     }
     writeln!(
         out,
         "\nsends: {} blocked in the call in all; {} held in the kernel {threshold_ms} ms or more before the wire",
         duration(blocked),
-        held.len()
+        lists.held_send_count
     )?;
-    held.sort_by_key(|s| std::cmp::Reverse(s.wire_delay_ns));
-    for s in held.iter().take(5) {
+    for s in &lists.held_sends {
         let c = &calls[s.call];
         writeln!(
             out,
