@@ -131,8 +131,8 @@ mod logs {
         );
         assert!(events.iter().all(|e| e.recorder == Recorder::Ebpf));
         assert!(events.iter().all(|e| e.stream == events[0].stream));
-        assert_eq!(events[0].peer, Some("127.0.0.1:80".parse().unwrap()));
-        assert_eq!(events[0].local, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(events[0].peer(), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(events[0].local(), Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!((events[1].seq, events[1].offset), (Some(9_000), 0));
         assert_eq!(
             events[1].t_call_ns, 1_000_005_000,
@@ -165,7 +165,7 @@ mod logs {
             (after_exec.kind, after_exec.call),
             (Kind::Open, Call::Unknown)
         );
-        assert_eq!(after_exec.local, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(after_exec.local(), Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!(contents.lost.len(), 1);
         assert_eq!(
             (contents.lost[0].from_ns, contents.lost[0].calls),

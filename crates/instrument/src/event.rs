@@ -43,8 +43,9 @@ pub struct Event {
     pub peek: bool,
     pub nonblocking: bool,
     pub proto: Option<Proto>,
-    pub local: Option<SocketAddr>,
-    pub peer: Option<SocketAddr>,
+    /// Open events: the socket's addresses (`local()`, `peer()`; boxed, as other events have
+    /// none: a run holds millions of events).
+    pub addrs: Option<Box<Addrs>>,
     /// The pytest test (`PYTEST_CURRENT_TEST`) or `NETBLAME_TAG` current at the call.
     pub test: Option<Arc<str>>,
     /// Mark events: the mark's label.
@@ -55,10 +56,28 @@ pub struct Event {
     pub recorder: Recorder,
 }
 
+/// An open event's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Addrs {
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
 impl Event {
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.addrs.as_ref()?.local
+    }
+
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.addrs.as_ref()?.peer
+    }
+
+    pub fn set_addrs(&mut self, local: Option<SocketAddr>, peer: Option<SocketAddr>) {
+        self.addrs = (local.is_some() || peer.is_some()).then(|| Box::new(Addrs { local, peer }));
+    }
+
     /// The event of a record; its test and label (string ids) are resolved by the caller.
     fn from_raw(r: &RawRecord) -> Event {
-        let (local, peer) = r.addrs.map_or((None, None), |(l, p)| (Some(l), Some(p)));
         Event {
             kind: r.kind,
             call: r.call,
@@ -84,8 +103,12 @@ impl Event {
             } else {
                 Proto::Udp
             }),
-            local,
-            peer,
+            addrs: r.addrs.map(|(local, peer)| {
+                Box::new(Addrs {
+                    local: Some(local),
+                    peer: Some(peer),
+                })
+            }),
             test: None,
             label: None,
             ready: r.ready,
@@ -119,8 +142,8 @@ impl Event {
         m.insert("test".into(), json!(self.test.as_deref()));
         if self.kind == Kind::Open {
             m.insert("proto".into(), json!(self.proto.map(Proto::as_str)));
-            m.insert("local".into(), json!(self.local.map(|a| a.to_string())));
-            m.insert("peer".into(), json!(self.peer.map(|a| a.to_string())));
+            m.insert("local".into(), json!(self.local().map(|a| a.to_string())));
+            m.insert("peer".into(), json!(self.peer().map(|a| a.to_string())));
         }
         if self.kind == Kind::Mark {
             m.insert("label".into(), json!(self.label.as_deref()));
@@ -188,8 +211,10 @@ impl Event {
                 None => None,
                 Some(other) => return Err(format!("\"proto\": {other:?} is not tcp or udp")),
             },
-            local: addr("local")?,
-            peer: addr("peer")?,
+            addrs: match (addr("local")?, addr("peer")?) {
+                (None, None) => None,
+                (local, peer) => Some(Box::new(Addrs { local, peer })),
+            },
             test: text("test").map(Arc::from),
             label: text("label").map(Arc::from),
             ready: match o.get("ready") {
@@ -644,7 +669,7 @@ impl Resolver {
             e.test = get(test);
             e.label = get(label);
             if e.kind == Kind::Open {
-                e.peer = self.peers.get(&e.stream).copied();
+                e.set_addrs(e.local(), self.peers.get(&e.stream).copied());
             }
         }
         Ok(self.events)

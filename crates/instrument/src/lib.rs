@@ -15,8 +15,8 @@ pub mod wrap;
 pub mod writer;
 
 pub use event::{
-    read_binary, read_binary_log, read_events, read_jsonl, read_jsonl_from, Event, LogContents,
-    LogError, LostCalls,
+    read_binary, read_binary_log, read_events, read_jsonl, read_jsonl_from, Addrs, Event,
+    LogContents, LogError, LostCalls,
 };
 pub use phases::{read_test_phases, PhaseLog, PhaseRecord};
 pub use record::{Call, Kind, Proto, Recorder};

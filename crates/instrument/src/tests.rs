@@ -58,7 +58,7 @@ fn wrappers_record_tcp_reads_writes_and_offsets() {
         (Some("session start"), Some("tests::tcp"))
     );
     let open = ev.iter().find(|e| e.kind == Kind::Open).unwrap();
-    assert_eq!(open.peer, Some(addr));
+    assert_eq!(open.peer(), Some(addr));
     let sends: Vec<&Event> = ev.iter().filter(|e| e.kind == Kind::Send).collect();
     assert_eq!(
         sends

@@ -153,7 +153,9 @@ pub fn socket_calls(events: Vec<Event>) -> Calls {
                 ready: e.ready,
                 errno: e.errno,
             };
-            call.set_addrs(e.local, e.peer);
+            if let Some(a) = e.addrs {
+                call.set_addrs(a.local, a.peer);
+            }
             call.checked()
         })
         .collect();
