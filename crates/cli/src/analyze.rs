@@ -274,15 +274,28 @@ pub fn analyze(job: &Job, out: &mut impl Write) -> Result<()> {
     }
     let threshold_ns = (job.threshold_ms * 1e6) as i64;
     let joining = step("joining reads to packets");
-    // One pass: the sums, test rows and the report's lists as the join goes; every result held
-    // only for the tables and pictures (which are not sinks yet).
-    let keep_all = !outputs.is_empty() || job.renders.any();
-    let joined = netblame_report::join_run(&analysis, &calls, &phases, threshold_ns, keep_all);
+    // One pass: the sums, test rows, the report's lists and the tables as the join goes; every
+    // result held only for the pictures (which are not sinks yet).
+    let mut tables = (!outputs.is_empty())
+        .then(|| netblame_export::CallTables::new(&outputs))
+        .transpose()
+        .with_context(context)?;
+    let keep_all = job.renders.any();
+    let joined = netblame_report::join_run(
+        &analysis,
+        &calls,
+        &phases,
+        threshold_ns,
+        keep_all,
+        &mut tables,
+    );
     joining.finish_and_clear();
     let summary = &joined.summary;
-    if let Some(result) = joined.all.as_ref().filter(|_| !outputs.is_empty()) {
+    if let Some(tables) = tables {
         let writing = step("writing the tables");
-        write_tables(&outputs, &analysis, &calls, result, &summary.tests)?;
+        tables
+            .finish(&calls, &analysis, &summary.tests)
+            .with_context(context)?;
         writing.finish_and_clear();
     }
     let caveats = netblame_report::Caveats {
@@ -421,51 +434,4 @@ fn render(
         .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Writes the tables (docs/tables.md) but `packets` in each of `outputs`, one at a time, every large
-/// one built and written in batches of rows (`netblame_export::write_batched`): peak memory is
-/// a batch's, not a table's.
-fn write_tables(
-    outputs: &[TableOutput],
-    analysis: &netblame_correlate::Analysis,
-    calls: &[SocketCall],
-    result: &Blame,
-    tests: &[netblame_correlate::TestRow],
-) -> Result<()> {
-    use netblame_export as x;
-    if outputs.is_empty() {
-        return Ok(());
-    }
-    let (r, s, c, e) = (
-        &result.reads,
-        &result.sends,
-        &result.connects,
-        &result.exchanges,
-    );
-    x::write_batched(outputs, "reads", r.len(), |at| {
-        x::reads_frame(calls, &r[at])
-    })
-    .and_then(|()| {
-        x::write_batched(outputs, "sends", s.len(), |at| {
-            x::sends_frame(calls, &s[at])
-        })
-    })
-    .and_then(|()| {
-        x::write_batched(outputs, "connects", c.len(), |at| {
-            x::connects_frame(calls, &c[at])
-        })
-    })
-    .and_then(|()| {
-        x::write_batched(outputs, "exchanges", e.len(), |at| {
-            x::exchanges_frame(calls, &e[at])
-        })
-    })
-    .and_then(|()| {
-        x::write_batched(outputs, "tests", tests.len(), |at| {
-            x::tests_frame(&tests[at])
-        })
-    })
-    .and_then(|()| x::write_flows(analysis, outputs))
-    .with_context(|| crate::flows::tables_context(outputs))
 }

@@ -52,6 +52,9 @@ impl<'a, S: JoinSink<'a> + ?Sized> JoinSink<'a> for &mut S {
     }
 }
 
+/// No sink.
+impl JoinSink<'_> for () {}
+
 /// A sink that may not be wanted (the whole results, only when a picture or table needs them).
 impl<'a, S: JoinSink<'a>> JoinSink<'a> for Option<S> {
     fn read(&mut self, calls: &'a [SocketCall], r: &ReadBlame) {

@@ -11,7 +11,10 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use netblame_correlate::{Analysis, Direction, Flow, PacketRecord};
+use netblame_correlate::{
+    Analysis, ConnectTiming, Direction, Exchange, Flow, JoinEnd, JoinSink, PacketRecord, ReadBlame,
+    SendTiming, SocketCall, TestRow,
+};
 use polars::prelude::*;
 
 mod calls;
@@ -463,6 +466,142 @@ impl<'a> PacketTable<'a> {
     }
 }
 
+/// A table of the join's results being written as they come, [`BATCH_ROWS`] rows at a time.
+struct RowBatches<'o, T> {
+    writers: TableWriters<'o>,
+    pending: Vec<T>,
+    written: bool,
+    build: fn(&[SocketCall], &[T]) -> Result<DataFrame, ExportError>,
+}
+
+impl<'o, T: Clone> RowBatches<'o, T> {
+    fn new(
+        outputs: &'o [TableOutput<'o>],
+        name: &'static str,
+        build: fn(&[SocketCall], &[T]) -> Result<DataFrame, ExportError>,
+    ) -> Result<RowBatches<'o, T>, ExportError> {
+        Ok(RowBatches {
+            writers: TableWriters::new(outputs, name, &build(&[], &[])?)?,
+            pending: Vec::new(),
+            written: false,
+            build,
+        })
+    }
+
+    fn add(&mut self, calls: &[SocketCall], row: &T) -> Result<(), ExportError> {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(BATCH_ROWS);
+        }
+        self.pending.push(row.clone());
+        if self.pending.len() == BATCH_ROWS {
+            self.flush(calls)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, calls: &[SocketCall]) -> Result<(), ExportError> {
+        let frame = (self.build)(calls, &self.pending)?;
+        self.pending.clear();
+        self.written = true;
+        self.writers.write(&frame)
+    }
+
+    /// Writes the last rows (an empty table once, for its columns) and closes the files.
+    fn finish(mut self, calls: &[SocketCall]) -> Result<(), ExportError> {
+        if !self.pending.is_empty() || !self.written {
+            self.flush(calls)?;
+        }
+        self.writers.finish()
+    }
+}
+
+/// The tables of a run's join (docs/tables.md) but `packets`: `reads`, `sends` and `exchanges`
+/// written as the join makes their rows (a `JoinSink`), `connects`, `tests` and `flows` at its
+/// end ([`CallTables::finish`]). Memory: a batch of rows per table, whatever the run's length.
+pub struct CallTables<'o> {
+    outputs: &'o [TableOutput<'o>],
+    reads: RowBatches<'o, ReadBlame>,
+    sends: RowBatches<'o, SendTiming>,
+    exchanges: RowBatches<'o, Exchange>,
+    connects: Vec<ConnectTiming>,
+    /// The first write that failed: the rows after it are dropped, and `finish` returns it.
+    failed: Option<ExportError>,
+}
+
+impl fmt::Debug for CallTables<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dirs: Vec<&Path> = self.outputs.iter().map(|o| o.dir).collect();
+        f.debug_struct("CallTables")
+            .field("dirs", &dirs)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<'o> CallTables<'o> {
+    /// Creates the tables in each of `outputs`.
+    pub fn new(outputs: &'o [TableOutput<'o>]) -> Result<CallTables<'o>, ExportError> {
+        Ok(CallTables {
+            outputs,
+            reads: RowBatches::new(outputs, "reads", reads_frame)?,
+            sends: RowBatches::new(outputs, "sends", sends_frame)?,
+            exchanges: RowBatches::new(outputs, "exchanges", exchanges_frame)?,
+            connects: Vec::new(),
+            failed: None,
+        })
+    }
+
+    /// Keeps the first failure; later rows are not written.
+    fn attempt(&mut self, write: impl FnOnce(&mut Self) -> Result<(), ExportError>) {
+        if self.failed.is_none() {
+            if let Err(e) = write(self) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Writes the rest: the last rows of the join's tables, then `connects`, `tests` (`tests`:
+    /// the run's test rows) and `flows`, and closes every file.
+    pub fn finish(
+        self,
+        calls: &[SocketCall],
+        analysis: &Analysis,
+        tests: &[TestRow],
+    ) -> Result<(), ExportError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let outputs = self.outputs;
+        self.reads.finish(calls)?;
+        self.sends.finish(calls)?;
+        let connects = &self.connects;
+        write_batched(outputs, "connects", connects.len(), |at| {
+            connects_frame(calls, &connects[at])
+        })?;
+        self.exchanges.finish(calls)?;
+        write_batched(outputs, "tests", tests.len(), |at| tests_frame(&tests[at]))?;
+        write_flows(analysis, outputs)
+    }
+}
+
+impl<'a> JoinSink<'a> for CallTables<'_> {
+    fn read(&mut self, calls: &'a [SocketCall], r: &ReadBlame) {
+        self.attempt(|t| t.reads.add(calls, r));
+    }
+
+    fn send(&mut self, calls: &'a [SocketCall], s: &SendTiming) {
+        self.attempt(|t| t.sends.add(calls, s));
+    }
+
+    fn exchange(&mut self, calls: &'a [SocketCall], e: &Exchange) {
+        self.attempt(|t| t.exchanges.add(calls, e));
+    }
+
+    fn end(&mut self, _: &'a [SocketCall], end: &JoinEnd) {
+        self.connects = end.connects.clone();
+    }
+}
+
 /// A table being written in batches.
 enum BatchedTable {
     Csv(polars::io::csv::write::BatchedWriter<BufWriter<File>>),
@@ -706,6 +845,115 @@ mod tests {
         let path = write_table(&out, "packets", &mut whole).unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), streamed);
         assert!(streamed.contains(",1002,"), "{streamed}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn call_tables_fed_row_by_row_equal_the_tables_written_whole() {
+        use netblame_correlate::{Api, CallKind, ReadTiming, Verdict};
+        let call = |i: usize, kind| SocketCall {
+            kind,
+            pid: 7,
+            tid: 7,
+            fd: 3,
+            stream: 1,
+            t_call_ns: i as i64 * 1_000,
+            t_return_ns: i as i64 * 1_000 + 500,
+            bytes: 10,
+            offset: i as u64 * 10,
+            seq: None,
+            peek: false,
+            test: (i % 3 == 0).then(|| "t.py::test_a (call)".into()),
+            addrs: None,
+            tcp: true,
+            nonblocking: i % 2 == 0,
+            api: Api::Recv,
+            ready: 0,
+            errno: 0,
+        };
+        // 7 reads and 4 sends: batches of 3 (BATCH_ROWS under test), a last one partly full;
+        // no exchange: that table is written once, empty, with its columns.
+        let calls: Vec<SocketCall> = (0..11)
+            .map(|i| {
+                call(
+                    i,
+                    if i < 7 {
+                        CallKind::Recv
+                    } else {
+                        CallKind::Send
+                    },
+                )
+            })
+            .collect();
+        let reads: Vec<ReadBlame> = (0..7)
+            .map(|i| ReadBlame {
+                call: i,
+                flow_id: (i > 1).then_some(1),
+                timing: ReadTiming {
+                    peer_wait_ns: i as i64 * 100,
+                    ..ReadTiming::default()
+                },
+                verdict: Verdict::Ok,
+                causality_violation_ns: None,
+                segments: 1,
+                response_ns: Some(5),
+                request_held: None,
+                wait: None,
+                stall_held: None,
+            })
+            .collect();
+        let sends: Vec<SendTiming> = (7..11)
+            .map(|i| SendTiming {
+                call: i,
+                flow_id: Some(1),
+                send_blocked_ns: 500,
+                first_sent_ns: Some(i as i64 * 1_000 + 600),
+                wire_delay_ns: Some(100),
+                held_by: None,
+                wait: None,
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("netblame-calltables-{}", std::process::id()));
+        let (streamed, whole) = (dir.join("streamed"), dir.join("whole"));
+        let out = |dir, format| TableOutput {
+            dir,
+            format,
+            host: None,
+        };
+        let outputs = [
+            out(&streamed, TableFormat::Csv),
+            out(&streamed, TableFormat::Parquet),
+        ];
+        let mut tables = CallTables::new(&outputs).unwrap();
+        // Interleaved, as the join hands them over.
+        for (i, r) in reads.iter().enumerate() {
+            tables.read(&calls, r);
+            if let Some(s) = sends.get(i) {
+                tables.send(&calls, s);
+            }
+        }
+        tables.end(&calls, &JoinEnd::default());
+        tables.finish(&calls, &Analysis::default(), &[]).unwrap();
+        let frames = [
+            ("reads", reads_frame(&calls, &reads).unwrap()),
+            ("sends", sends_frame(&calls, &sends).unwrap()),
+            ("exchanges", exchanges_frame(&calls, &[]).unwrap()),
+            ("connects", connects_frame(&calls, &[]).unwrap()),
+        ];
+        for (name, mut frame) in frames {
+            let path = write_table(&out(&whole, TableFormat::Csv), name, &mut frame).unwrap();
+            let csv = |p: &Path| std::fs::read_to_string(p).unwrap();
+            let file = streamed.join(format!("{name}.csv"));
+            assert_eq!(csv(&file), csv(&path), "{name}.csv");
+            let pq = streamed.join(format!("{name}.parquet"));
+            let read = ParquetReader::new(File::open(pq).unwrap())
+                .finish()
+                .unwrap();
+            assert!(read.equals_missing(&frame), "{name}.parquet");
+        }
+        for name in ["tests", "flows"] {
+            assert!(streamed.join(format!("{name}.csv")).exists(), "{name}.csv");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -97,7 +97,8 @@ pub fn analyze(data: &[u8]) {
         recorders: &calls.recorders,
     };
     let phases = phases_of(&calls.calls);
-    let joined = netblame_report::join_run(&analysis, &calls.calls, &phases, 1_000_000, true);
+    let joined =
+        netblame_report::join_run(&analysis, &calls.calls, &phases, 1_000_000, true, &mut ());
     let result = joined.all.expect("kept");
     // The streaming path equals the batch one while both exist (issue 19): the exchanges made
     // as the join goes, and the report from sums and lists kept as it goes.

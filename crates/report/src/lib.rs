@@ -35,14 +35,15 @@ pub struct Joined<'a> {
     pub all: Option<Blame>,
 }
 
-/// Joins a run's calls to its capture and feeds the results to the sums and the report's lists
-/// (and, with `keep_all`, to a `Blame` holding them all).
+/// Joins a run's calls to its capture and feeds the results to the sums and the report's lists,
+/// to `more` (the tables), and with `keep_all` to a `Blame` holding them all.
 pub fn join_run<'a>(
     analysis: &netblame_correlate::Analysis,
     calls: &'a [SocketCall],
     phases: &'a [TestPhase],
     threshold_ns: i64,
     keep_all: bool,
+    more: &mut impl netblame_correlate::JoinSink<'a>,
 ) -> Joined<'a> {
     let mut sums = netblame_correlate::SummarySink::default();
     let mut lists = lists::ReportLists::default();
@@ -57,7 +58,7 @@ pub fn join_run<'a>(
         analysis,
         calls,
         threshold_ns,
-        &mut (&mut sums, &mut lists, &mut all),
+        &mut (&mut sums, &mut lists, (&mut all, more)),
     );
     Joined {
         summary: sums.finish(phases),
