@@ -721,6 +721,37 @@ impl UdpMatch {
     }
 }
 
+/// Per recorded stream, by (pid, stream id): looked up at every call.
+type StreamMap<V> = HashMap<(u32, u64), V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// FxHash's mix, for keys of small integers hashed millions of times (SipHash's resistance to
+/// chosen keys buys nothing for a log the user recorded, and costs a few percent of the join).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn mix(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.mix(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.mix(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+}
+
 /// One recorded stream while its calls are joined, in call order.
 #[derive(Debug, Clone, Default)]
 struct StreamState {
@@ -825,7 +856,7 @@ pub fn align_kernel_seqs(analysis: &Analysis, calls: &mut [SocketCall]) {
     // (sequence number, position) unwrapped.
     type Unwrapped = [Option<(SeqNumber, i64)>; 2];
     type Stream = (Option<(usize, usize)>, Unwrapped);
-    let mut streams: HashMap<(u32, u64), Stream> = HashMap::new();
+    let mut streams: StreamMap<Stream> = StreamMap::default();
     for c in calls.iter_mut() {
         if c.kind == CallKind::Open {
             let joined = match (c.local().map(canonical), c.peer().map(canonical)) {
@@ -893,7 +924,7 @@ pub fn join<'a>(
     sink: &mut impl JoinSink<'a>,
 ) -> JoinEnd {
     let by_pair = TcpFlowIndex::new(analysis);
-    let mut streams: HashMap<(u32, u64), StreamState> = HashMap::new();
+    let mut streams: StreamMap<StreamState> = StreamMap::default();
     let mut udp: Vec<UdpMatch> = Vec::new();
     let mut end = JoinEnd::default();
     let mut flow_joined = vec![false; analysis.flows.len()];
