@@ -317,13 +317,13 @@ def test_the_pictures_use_pytests_phase_boundaries(runs):
     trace.ParseFromString((run / "trace.pftrace").read_bytes())
     strings = Interned(trace)
     tracks = {p.track_descriptor.uuid: p.track_descriptor for p in trace.packet if p.HasField("track_descriptor")}
-    phases = [(p.timestamp, p.track_event) for p in trace.packet if p.HasField("track_event")
+    phases = [p for p in trace.packet if p.HasField("track_event")
               and p.track_event.type == pb.TrackEvent.TYPE_SLICE_BEGIN
-              and strings.category(p.track_event) == "test phase"]
+              and strings.category(p) == "test phase"]
     # A slice per recorded phase, at pytest's start, with its outcome; the computing test too.
-    assert sorted((ts, strings.name(e)) for ts, e in phases) == sorted((r["start_ns"], r["phase"]) for r in records)
-    assert all("outcome" in strings.arg_names(e) for _, e in phases)
-    assert {tracks[e.track_uuid].name for _, e in phases} == {"tests (pytest's phases)"}
+    assert sorted((p.timestamp, strings.name(p)) for p in phases) == sorted((r["start_ns"], r["phase"]) for r in records)
+    assert all("outcome" in strings.arg_names(p) for p in phases)
+    assert {tracks[p.track_event.track_uuid].name for p in phases} == {"tests (pytest's phases)"}
     page = (run / "report.html").read_text()
     section = page.split('<section id="tests">')[1].split("</section>")[0]
     row = next(r for r in section.split("<tr>") if "test_fails</td><td>call" in r)

@@ -227,25 +227,31 @@ def perfetto_schema():
 
 class Interned:
     """The strings a trace sends once (event names, categories, argument names) and refers to
-    by iid after, as Perfetto's trace processor resolves them."""
+    by iid after, as Perfetto's trace processor resolves them: per packet sequence, each of
+    which interns its own (netblame writes the calls on one and the packets on another)."""
 
     def __init__(self, trace):
-        self.names, self.cats, self.args = {}, {}, {}
+        self.seqs = {}
         for p in trace.packet:
+            names, cats, args = self.seqs.setdefault(p.trusted_packet_sequence_id, ({}, {}, {}))
             if p.HasField("interned_data"):
                 d = p.interned_data
-                self.names.update((x.iid, x.name) for x in d.event_names)
-                self.cats.update((x.iid, x.name) for x in d.event_categories)
-                self.args.update((x.iid, x.name) for x in d.debug_annotation_names)
+                names.update((x.iid, x.name) for x in d.event_names)
+                cats.update((x.iid, x.name) for x in d.event_categories)
+                args.update((x.iid, x.name) for x in d.debug_annotation_names)
 
-    def name(self, e):
-        return e.name if e.HasField("name") else self.names[e.name_iid]
+    def name(self, p):
+        e = p.track_event
+        return e.name if e.HasField("name") else self.seqs[p.trusted_packet_sequence_id][0][e.name_iid]
 
-    def category(self, e):
-        return self.cats[e.category_iids[0]] if e.category_iids else (e.categories[0] if e.categories else "")
+    def category(self, p):
+        e = p.track_event
+        cats = self.seqs[p.trusted_packet_sequence_id][1]
+        return cats[e.category_iids[0]] if e.category_iids else (e.categories[0] if e.categories else "")
 
-    def arg_names(self, e):
-        return {a.name if a.HasField("name") else self.args[a.name_iid] for a in e.debug_annotations}
+    def arg_names(self, p):
+        args = self.seqs[p.trusted_packet_sequence_id][2]
+        return {a.name if a.HasField("name") else args[a.name_iid] for a in p.track_event.debug_annotations}
 
 
 def test_perfetto_trace_matches_the_tables(run):
@@ -253,9 +259,14 @@ def test_perfetto_trace_matches_the_tables(run):
     trace = pb.Trace()
     trace.ParseFromString(run.path("trace.pftrace").read_bytes())
     assert len(trace.packet) > 0
-    # One sequence; its first packet clears the incremental state that the interned strings use.
-    assert {p.trusted_packet_sequence_id for p in trace.packet} == {1}
-    assert trace.packet[0].sequence_flags & pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+    # Two sequences, the calls' and the packets' (written by threads of their own, the packets
+    # after the calls); each one's first packet clears the incremental state its interned
+    # strings use.
+    assert [p.trusted_packet_sequence_id for p in trace.packet] == sorted(p.trusted_packet_sequence_id for p in trace.packet)
+    assert {p.trusted_packet_sequence_id for p in trace.packet} == {1, 2}
+    for seq in (1, 2):
+        first = next(p for p in trace.packet if p.trusted_packet_sequence_id == seq)
+        assert first.sequence_flags & pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
     strings = Interned(trace)
 
     tracks = {}
@@ -269,9 +280,9 @@ def test_perfetto_trace_matches_the_tables(run):
             e = p.track_event
             assert e.track_uuid in tracks, "an event on an undeclared track"
             if e.type == pb.TrackEvent.TYPE_SLICE_BEGIN:
-                begins.append((p.timestamp, strings.category(e), e))
+                begins.append((p.timestamp, strings.category(p), p))
             elif e.type == pb.TrackEvent.TYPE_INSTANT:
-                instants.append((p.timestamp, strings.category(e), e))
+                instants.append((p.timestamp, strings.category(p), p))
     ends = sum(1 for p in trace.packet if p.HasField("track_event") and p.track_event.type == pb.TrackEvent.TYPE_SLICE_END)
     assert ends == len(begins)
 
@@ -293,32 +304,32 @@ def test_perfetto_trace_matches_the_tables(run):
     assert read_starts == sorted(int(r["t_call_ns"]) for r in run.reads)
 
     # A read's slice carries its verdict and the parts of its time as arguments.
-    names = set().union(*(strings.arg_names(e) for _, c, e in begins if c == "read"))
+    names = set().union(*(strings.arg_names(p) for _, c, p in begins if c == "read"))
     assert {"bytes", "offset", "verdict", "peer_ns", "wakeup_ns"} <= names
 
     # An instant per captured packet (capture duplicates left out), retransmissions named.
-    packets = [e for _, c, e in instants if c == "packet"]
+    packets = [p for _, c, p in instants if c == "packet"]
     assert len(packets) == sum(1 for p in run.packets if p["class"] != "capture-duplicate")
-    assert sum(1 for e in packets if strings.name(e) in RETRANSMITTED) == \
+    assert sum(1 for p in packets if strings.name(p) in RETRANSMITTED) == \
         sum(1 for p in run.packets if p["class"] in RETRANSMITTED)
 
     # Flow arrows: from the packets that carried a read's bytes to that read, one arrow chain per
     # read that has packets.
-    started = {i for e in packets for i in e.flow_ids}
-    ended = {i for _, _, e in instants for i in e.terminating_flow_ids}
+    started = {i for p in packets for i in p.track_event.flow_ids}
+    ended = {i for _, _, p in instants for i in p.track_event.terminating_flow_ids}
     assert started == ended
     assert len(ended) == sum(1 for r in run.reads if int(r["segments"] or 0) > 0)
 
     # A slice per exchange on its connection's track, named by its request.
-    exchanges = [e for _, c, e in begins if c == "exchange"]
+    exchanges = [p for _, c, p in begins if c == "exchange"]
     assert len(exchanges) == len(run.exchanges)
-    assert sorted(strings.name(e) for e in exchanges) == sorted(x["request"] or "request" for x in run.exchanges)
+    assert sorted(strings.name(p) for p in exchanges) == sorted(x["request"] or "request" for x in run.exchanges)
     flow_tracks = {t.uuid for t in tracks.values() if t.name.startswith("flow ")}
-    assert all(e.track_uuid in flow_tracks for e in exchanges)
+    assert all(p.track_event.track_uuid in flow_tracks for p in exchanges)
 
     # Tests and their phases.
-    tests = [e for _, c, e in begins if c == "test"]
-    assert {strings.name(e) for e in tests} == {r["test"] for r in run.reads + run.sends if r["test"]}
+    tests = [p for _, c, p in begins if c == "test"]
+    assert {strings.name(p) for p in tests} == {r["test"] for r in run.reads + run.sends if r["test"]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -365,6 +365,24 @@ fn hostname() -> Result<String> {
     Ok(name.trim().to_string())
 }
 
+/// An unnamed file (O_TMPFILE) in `path`'s directory, gone when closed: where the trace's
+/// packets are written while its calls' part is (`pass::PassOutputs::trace_scratch`). `None`
+/// where the file system has no such files: the trace is then written by one thread.
+fn scratch_beside(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+        .ok()
+}
+
 /// Creates an output file, naming it in the error.
 fn create(path: &Path) -> Result<io::BufWriter<std::fs::File>> {
     let file =
@@ -387,6 +405,7 @@ fn render(
     let r = &job.renders;
     let outputs = pass::PassOutputs {
         trace: r.perfetto.map(create).transpose()?.map(|out| (out, phases)),
+        trace_scratch: r.perfetto.and_then(scratch_beside),
         annotated: r.annotate.map(create).transpose()?,
         comment_all: r.annotate_all,
     };

@@ -178,6 +178,7 @@ fn renders(
     };
     let outputs = pass::PassOutputs {
         trace: Some((io::sink(), phases)),
+        trace_scratch: None,
         annotated: Some(io::sink()),
         comment_all: true,
     };

@@ -7,7 +7,7 @@
 
 use std::error::Error;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::ops::Range;
 use std::sync::mpsc;
 
@@ -17,7 +17,7 @@ use netblame_correlate::{
 };
 
 use crate::detail::{Detail, PacketPass};
-use crate::perfetto::TraceWriter;
+use crate::perfetto::{TraceWriter, PACKETS_SEQUENCE};
 
 /// Why the second pass failed.
 #[derive(Debug)]
@@ -62,6 +62,10 @@ pub struct PassOutputs<'a, T: Write, A: Write> {
     /// The Perfetto trace's file, and the pytest plugin's records it shows
     /// ([`TraceWriter::new`]).
     pub trace: Option<(T, &'a [TestPhase])>,
+    /// A scratch file (empty, read and write) for the trace's packets: with one, they are
+    /// written by a thread of their own while the calls' part is (on a sequence of their own,
+    /// copied after the calls' part at the end); without, after it on the same thread.
+    pub trace_scratch: Option<std::fs::File>,
     /// The annotated capture's file (its pcapng headers are written on the first frame).
     pub annotated: Option<A>,
     /// Comment every read's first packet, not only the listed reads'.
@@ -110,6 +114,7 @@ fn pass_in_batches<R: Read, T: Write + Send, A: Write>(
 ) -> Result<Detail, PassError> {
     let PassOutputs {
         trace,
+        trace_scratch,
         annotated,
         comment_all,
     } = outputs;
@@ -119,15 +124,51 @@ fn pass_in_batches<R: Read, T: Write + Send, A: Write>(
     };
     std::thread::scope(|scope| {
         let (to_trace, batches) = mpsc::sync_channel::<PacketBatch>(BATCHES_IN_FLIGHT);
-        let tracer = scope.spawn(move || -> io::Result<()> {
-            let mut trace = TraceWriter::new(trace_out, analysis, calls, blame, phases)?;
-            for batch in batches {
-                for (frame, rec, links) in &batch.packets {
-                    trace.packet(*frame, rec, &batch.links[links.clone()])?;
-                }
+        let tracer = match trace_scratch {
+            None => scope.spawn(move || -> io::Result<()> {
+                let mut trace = TraceWriter::new(trace_out, analysis, calls, blame, phases)?;
+                trace_packets(&mut trace, batches)?;
+                trace.finish().map(drop)
+            }),
+            Some(scratch) => {
+                // The packets' writer waits for the tracks (their uuids), then writes into the
+                // scratch file while the calls' part is written; that part's writer copies the
+                // scratch after its own bytes.
+                let (tell, tracks) = mpsc::channel::<u64>();
+                let packets = scope.spawn(move || -> io::Result<Option<std::fs::File>> {
+                    let Ok(directions) = tracks.recv() else {
+                        return Ok(None); // the calls' part failed first: its error is reported
+                    };
+                    let out = io::BufWriter::with_capacity(1 << 20, scratch);
+                    let mut trace = TraceWriter::packets_only(out, directions, PACKETS_SEQUENCE);
+                    trace_packets(&mut trace, batches)?;
+                    let (out, _) = trace.into_inner()?;
+                    out.into_inner()
+                        .map(Some)
+                        .map_err(io::IntoInnerError::into_error)
+                });
+                scope.spawn(move || -> io::Result<()> {
+                    let mut trace = TraceWriter::new_telling(
+                        trace_out,
+                        analysis,
+                        calls,
+                        blame,
+                        phases,
+                        |directions| {
+                            let _ = tell.send(directions);
+                        },
+                    )?;
+                    let scratch = packets
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                    if let Some(mut scratch) = scratch {
+                        scratch.seek(io::SeekFrom::Start(0))?;
+                        trace.append(&mut scratch)?;
+                    }
+                    trace.finish().map(drop)
+                })
             }
-            trace.finish().map(drop)
-        });
+        };
         let detail = frames(reader, pass, annotated, Some(to_trace), progress, batch);
         let traced = tracer
             .join()
@@ -137,6 +178,19 @@ fn pass_in_batches<R: Read, T: Write + Send, A: Write>(
         traced.map_err(PassError::Trace)?;
         Ok(detail)
     })
+}
+
+/// Writes every packet record the pass hands over.
+fn trace_packets<W: Write>(
+    trace: &mut TraceWriter<W>,
+    batches: mpsc::Receiver<PacketBatch>,
+) -> io::Result<()> {
+    for batch in batches {
+        for (frame, rec, links) in &batch.packets {
+            trace.packet(*frame, rec, &batch.links[links.clone()])?;
+        }
+    }
+    Ok(())
 }
 
 /// The pass itself: every frame through the analyzer, the page's detail and the annotated
@@ -297,12 +351,13 @@ mod tests {
 
     fn pass_with(
         (analysis, b): (&Analysis, &Blame),
-        trace: impl Write + Send,
+        (trace, trace_scratch): (impl Write + Send, Option<std::fs::File>),
         annotated: impl Write,
         batch: usize,
     ) -> Result<(), PassError> {
         let outputs = PassOutputs {
             trace: Some((trace, &[][..])),
+            trace_scratch,
             annotated: Some(annotated),
             comment_all: true,
         };
@@ -316,10 +371,27 @@ mod tests {
         .map(drop)
     }
 
-    /// The trace as one thread writes it: the calls' part, then every packet of a pass.
-    fn trace_on_one_thread(analysis: &Analysis, b: &Blame) -> Vec<u8> {
-        let out = Shared::default();
-        let mut trace = TraceWriter::new(out.clone(), analysis, &[], b, &[]).unwrap();
+    /// An empty scratch file, unnamed once open.
+    fn scratch() -> std::fs::File {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "netblame-pass-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(path).unwrap();
+        file
+    }
+
+    /// Every packet record of a pass over LOSS into `trace`.
+    fn every_packet<W: Write>(trace: &mut TraceWriter<W>) {
         let mut analyzer = Analyzer::new(AnalyzerConfig {
             keep_packets: true,
             keep_request_heads: false,
@@ -332,8 +404,25 @@ mod tests {
                 trace.packet(frame, &rec, &[]).unwrap();
             }
         }
-        trace.finish().unwrap();
-        let bytes = out.0.lock().unwrap().clone();
+    }
+
+    /// The trace as one thread writes it: the calls' part, then every packet of a pass.
+    fn trace_on_one_thread(analysis: &Analysis, b: &Blame) -> Vec<u8> {
+        let mut trace = TraceWriter::new(Vec::new(), analysis, &[], b, &[]).unwrap();
+        every_packet(&mut trace);
+        trace.into_inner().unwrap().0
+    }
+
+    /// The trace in two parts: the calls' part, then the packets on a sequence of their own.
+    fn trace_in_two_parts(analysis: &Analysis, b: &Blame) -> Vec<u8> {
+        let mut directions = 0;
+        let calls = TraceWriter::new_telling(Vec::new(), analysis, &[], b, &[], |d| directions = d)
+            .unwrap();
+        let mut packets =
+            TraceWriter::packets_only(Vec::new(), directions, crate::perfetto::PACKETS_SEQUENCE);
+        every_packet(&mut packets);
+        let mut bytes = calls.into_inner().unwrap().0;
+        bytes.extend(packets.into_inner().unwrap().0);
         bytes
     }
 
@@ -344,7 +433,25 @@ mod tests {
         assert!(expected.len() > 5_000, "{}", expected.len());
         for batch in [1, 7, 8192] {
             let out = Shared::default();
-            pass_with((&analysis, &b), out.clone(), io::sink(), batch).unwrap();
+            pass_with((&analysis, &b), (out.clone(), None), io::sink(), batch).unwrap();
+            assert!(*out.0.lock().unwrap() == expected, "batch {batch}");
+        }
+    }
+
+    #[test]
+    fn the_trace_written_by_two_threads_is_its_calls_then_its_packets_sequence() {
+        let (analysis, b) = analysed(LOSS);
+        let expected = trace_in_two_parts(&analysis, &b);
+        assert!(expected.len() > 5_000, "{}", expected.len());
+        for batch in [1, 7, 8192] {
+            let out = Shared::default();
+            pass_with(
+                (&analysis, &b),
+                (out.clone(), Some(scratch())),
+                io::sink(),
+                batch,
+            )
+            .unwrap();
             assert!(*out.0.lock().unwrap() == expected, "batch {batch}");
         }
     }
@@ -352,21 +459,25 @@ mod tests {
     #[test]
     fn a_full_trace_is_named_and_the_annotated_copy_still_written() {
         let (analysis, b) = analysed(LOSS);
-        let mut annotated = Vec::new();
-        let err = pass_with((&analysis, &b), Full { room: 100 }, &mut annotated, 7).unwrap_err();
-        assert!(matches!(err, PassError::Trace(_)), "{err:?}");
-        assert_eq!(err.to_string(), "writing the trace");
-        assert!(
-            annotated.len() > LOSS.len(),
-            "the copy went on: {}",
-            annotated.len()
-        );
+        for scratch in [None, Some(scratch())] {
+            let mut annotated = Vec::new();
+            let trace = (Full { room: 100 }, scratch);
+            let err = pass_with((&analysis, &b), trace, &mut annotated, 7).unwrap_err();
+            assert!(matches!(err, PassError::Trace(_)), "{err:?}");
+            assert_eq!(err.to_string(), "writing the trace");
+            assert!(
+                annotated.len() > LOSS.len(),
+                "the copy went on: {}",
+                annotated.len()
+            );
+        }
     }
 
     #[test]
     fn a_full_annotated_copy_is_named() {
         let (analysis, b) = analysed(LOSS);
-        let err = pass_with((&analysis, &b), io::sink(), Full { room: 1000 }, 7).unwrap_err();
+        let trace = (io::sink(), Some(scratch()));
+        let err = pass_with((&analysis, &b), trace, Full { room: 1000 }, 7).unwrap_err();
         assert!(matches!(err, PassError::Annotated(_)), "{err:?}");
         assert_eq!(err.to_string(), "writing the annotated capture");
     }

@@ -271,6 +271,9 @@ const SLICE_BEGIN: i32 = 1;
 const SLICE_END: i32 = 2;
 const INSTANT: i32 = 3;
 const SEQUENCE: u32 = 1;
+/// The sequence of a trace's packets when another thread writes them
+/// ([`TraceWriter::packets_only`]): its own interned strings, beside the calls'.
+pub const PACKETS_SEQUENCE: u32 = 2;
 const SEQ_INCREMENTAL_STATE_CLEARED: u32 = 1;
 
 /// The flow id linking the packets that carried read `i`'s bytes (index in `Blame::reads`) to it.
@@ -370,6 +373,8 @@ pub struct TraceWriter<W: Write> {
     /// `directions + 2 * (f - 1) + d`.
     directions: u64,
     started: bool,
+    /// Its `trusted_packet_sequence_id`.
+    sequence: u32,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -382,21 +387,23 @@ impl<W: Write> TraceWriter<W> {
         b: &Blame,
         phases: &[TestPhase],
     ) -> io::Result<Self> {
-        let mut w = TraceWriter {
-            out,
-            buf: Vec::with_capacity(256),
-            encoder: wire::Encoder::default(),
-            counts: TraceCounts::default(),
-            names: Interner::default(),
-            categories: Interner::default(),
-            arg_names: Interner::default(),
-            values: Interner::default(),
-            pending: InternedData::default(),
-            next_uuid: 1,
-            directions: 0,
-            started: false,
-        };
+        Self::new_telling(out, analysis, calls, b, phases, |_| ())
+    }
+
+    /// As `new`, telling `tracks_written` the first direction track's uuid once the tracks
+    /// are declared (before the calls' slices): what a packets-only writer on another thread
+    /// needs ([`TraceWriter::packets_only`]).
+    pub fn new_telling(
+        out: W,
+        analysis: &Analysis,
+        calls: &[SocketCall],
+        b: &Blame,
+        phases: &[TestPhase],
+        tracks_written: impl FnOnce(u64),
+    ) -> io::Result<Self> {
+        let mut w = Self::empty(out, SEQUENCE, 0);
         let ids = w.tracks(analysis, calls, phases)?;
+        tracks_written(w.directions);
         w.calls(calls, b, &ids)?;
         if phases.is_empty() {
             w.tests(calls, &ids)?;
@@ -407,8 +414,39 @@ impl<W: Write> TraceWriter<W> {
         Ok(w)
     }
 
+    /// A writer of packets alone, on sequence `sequence`, for the tracks declared by another
+    /// writer of the same trace (`directions`: its first direction track's uuid). Its bytes go
+    /// after that writer's (`append`).
+    pub fn packets_only(out: W, directions: u64, sequence: u32) -> Self {
+        Self::empty(out, sequence, directions)
+    }
+
+    fn empty(out: W, sequence: u32, directions: u64) -> Self {
+        TraceWriter {
+            out,
+            buf: Vec::with_capacity(256),
+            encoder: wire::Encoder::default(),
+            counts: TraceCounts::default(),
+            names: Interner::default(),
+            categories: Interner::default(),
+            arg_names: Interner::default(),
+            values: Interner::default(),
+            pending: InternedData::default(),
+            next_uuid: 1,
+            directions,
+            started: false,
+            sequence,
+        }
+    }
+
+    /// Copies another writer's finished bytes (a part of this trace on a sequence of its own)
+    /// after this one's.
+    pub fn append(&mut self, part: &mut impl io::Read) -> io::Result<u64> {
+        io::copy(part, &mut self.out)
+    }
+
     fn emit(&mut self, mut p: TracePacket) -> io::Result<()> {
-        p.trusted_packet_sequence_id = Some(SEQUENCE);
+        p.trusted_packet_sequence_id = Some(self.sequence);
         // The first packet starts the sequence's interned strings. (Later packets could say
         // they need them, as a tracing service's ring buffer may drop their start; a file
         // written whole cannot, and the flag would cost two bytes an event.)
@@ -936,9 +974,14 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Flushes; returns what was written.
-    pub fn finish(mut self) -> io::Result<TraceCounts> {
+    pub fn finish(self) -> io::Result<TraceCounts> {
+        self.into_inner().map(|(_, counts)| counts)
+    }
+
+    /// Flushes; returns the output and what was written.
+    pub fn into_inner(mut self) -> io::Result<(W, TraceCounts)> {
         self.out.flush()?;
-        Ok(self.counts)
+        Ok((self.out, self.counts))
     }
 }
 
