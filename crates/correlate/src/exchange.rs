@@ -326,7 +326,16 @@ fn finish(
     // read's return.
     let (start, end) = (first.t_call_ns, last.t_return_ns.max(first.t_call_ns));
     let clamp = |t: i64, after: i64| t.clamp(after, end);
-    let sent_all = clamp(calls[o.last_send].t_return_ns, start);
+    // The program's writing ends at its last send's return, or when the request's last byte
+    // went out if that was earlier: a send call that returns late (its thread descheduled
+    // after the kernel sent the bytes) overlaps the peer's time and delays nothing.
+    let last_send = &calls[o.last_send];
+    let sent_all = clamp(
+        last_send
+            .t_return_ns
+            .min(req_last.first_sent_ns.max(last_send.t_call_ns)),
+        start,
+    );
     let on_wire = clamp(req_last.first_sent_ns, sent_all);
     let answered = clamp(resp_first.first_sent_ns, on_wire);
     let delivered = clamp(resp_delivered, answered);

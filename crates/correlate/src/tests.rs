@@ -1131,6 +1131,25 @@ mod join {
     }
 
     #[test]
+    fn a_send_call_returning_after_its_bytes_went_out_is_not_the_programs() {
+        // The request on the wire at 4 ms, 0.1 ms into a send call whose thread then lost its
+        // CPU until 5.5 ms; the answer at 6 ms: the peer's 2 ms, not the program's 1.5 ms.
+        let a = request_and_answer();
+        let calls = [
+            tcp_open(),
+            call(CallKind::Send, T0 + 3_900_000, T0 + 5_500_000, 10, 0),
+            call(CallKind::Recv, T0 + 5_510_000, T0 + 6_010_000, 100, 0),
+        ];
+        let p = exchanges_of(&a, &calls)[0].parts;
+        assert_eq!(
+            p.program_ns, 100_000,
+            "inside the send call, until the bytes went out"
+        );
+        assert_eq!((p.request_held_ns, p.peer_ns), (0, 2 * MS));
+        assert_eq!(p.wakeup_ns, 10_000);
+    }
+
+    #[test]
     fn a_response_read_in_slices_keeps_its_whole_peer_time() {
         // The answer in two segments at 6 and 106 ms; the program reads each as it comes, with
         // a 100 ms timer slice between: the reads see 2 ms and 100 ms, the exchange 102 ms.
